@@ -1,0 +1,159 @@
+"""One client connection: who it is, its subscriptions, and its bounded outbox.
+
+Nothing on the publish path ever awaits a client. Frames go into the connection's outbox
+(a deque) and one sender task per connection writes them out. When the bytes waiting in
+the outbox pass ``hub.max_lag_bytes`` the connection is cut off with 4429: the close frame
+is queued after what is already pending, and the client has 10 s to read it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from server.metrics import Metrics
+from server.protocol import CloseCode, Role
+from server.sessions import Source, Subscription
+
+log = logging.getLogger("axtui.connection")
+
+CLOSE_GRACE = 10.0  # seconds a cut-off client gets to read what is pending
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a token's name and role."""
+
+    name: str
+    role: Role
+
+    def to_json(self) -> dict[str, str]:
+        """The wire form."""
+        return {"name": self.name, "role": self.role.label}
+
+
+class ClientConnection:
+    """A websocket client of the hub (a :class:`server.sessions.Sink`)."""
+
+    def __init__(
+        self, ws: ServerConnection, metrics: Metrics, max_lag_bytes: int,
+        principal: Principal | None,
+    ) -> None:
+        self.ws = ws
+        self.metrics = metrics
+        self.max_lag_bytes = max_lag_bytes
+        self.principal = principal  # set by a Bearer header, or by initialize
+        self.initialized = False
+        self.client_name = ""
+        self.client_kind = "unknown"
+        self.auth_failures = 0
+        self.subscriptions: dict[str, Subscription] = {}
+        self.watching = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        self._frames: deque[bytes] = deque()
+        self._pending = 0
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._sender = asyncio.create_task(self._send_loop(), name="sender")
+
+    @property
+    def source(self) -> Source:
+        """The ``source`` of events this client publishes."""
+        assert self.principal is not None
+        return Source("client", self.principal.name, self.client_kind)
+
+    # --- the outbox ------------------------------------------------------------------------
+
+    def send(self, frame: bytes, events: int = 0) -> None:
+        """Queue a frame; cut the connection off if it is too far behind."""
+        if self.closing:
+            return
+        self._frames.append(frame)
+        self._pending += len(frame)
+        self.metrics.deliveries += events
+        self._empty.clear()
+        self._wakeup.set()
+        if self._pending > self.max_lag_bytes:
+            self.metrics.slow_disconnects += 1
+            log.info("client %s is %d bytes behind; closing with 4429",
+                     self.client_name or self.ws.remote_address, self._pending)
+            self.close(CloseCode.TOO_SLOW, "subscriber too slow: reconnect and resume")
+
+    async def drained(self) -> None:
+        """Wait until at most half of ``max_lag_bytes`` is pending (catch-up flow control)."""
+        while self._pending > self.max_lag_bytes // 2 and not self.closing:
+            self._room.clear()
+            await self._room.wait()
+        if self.closing:
+            raise ConnectionError("connection is closing")
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                while not self._frames:
+                    self._empty.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                frame = self._frames.popleft()
+                await self.ws.send(frame, text=True)
+                self._pending -= len(frame)
+                if self._pending <= self.max_lag_bytes // 2:
+                    self._room.set()
+        except ConnectionClosed:
+            pass
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued; drop the connection if it takes over 10 s."""
+        if self.closing:
+            return
+        self.closing = True
+        self._room.set()
+        task = asyncio.create_task(self._close_after_pending(code, reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _close_after_pending(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self.wait_sent()
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            log.info("client did not read its close frame within %.0f s; dropping it", CLOSE_GRACE)
+            self.ws.transport.abort()
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    def subscription_ended(self, session_id: str, frame: bytes | None) -> None:
+        """A subscription ended from the hub's side (see :class:`server.sessions.Sink`)."""
+        self.subscriptions.pop(session_id, None)
+        if frame is not None:
+            self.send(frame)
+
+    def cleanup(self) -> None:
+        """The connection is gone: stop everything that belongs to it."""
+        self.closing = True
+        for sub in self.subscriptions.values():
+            sub.stop()
+        self.subscriptions.clear()
+        self._sender.cancel()
+        for task in list(self.tasks):
+            if not task.done():
+                task.cancel()
+
+    async def wait_sent(self) -> None:
+        """Wait until every queued frame is written (or the connection is gone)."""
+        empty = asyncio.ensure_future(self._empty.wait())
+        try:
+            await asyncio.wait({empty, self._sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            empty.cancel()

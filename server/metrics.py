@@ -1,0 +1,63 @@
+"""The hub's counters and gauges, rendered in the Prometheus text format for ``/metrics``."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+# Publish-to-commit latency buckets, in seconds.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Metrics:
+    """Plain counters updated in place on the hot paths (no locks: one event loop)."""
+
+    connections: int = 0
+    sessions_open: int = 0
+    events_appended: int = 0
+    deliveries: int = 0
+    slow_disconnects: int = 0
+    requests: int = 0
+    errors: int = 0
+    overloaded: int = 0
+    commit_counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    commit_sum: float = 0.0
+
+    def observe_commit(self, seconds: float) -> None:
+        """Record one publish's time from queued to committed."""
+        self.commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.commit_sum += seconds
+
+    def render(self) -> str:
+        """The Prometheus text exposition."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, value: float) -> None:
+            lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"))
+
+        metric("axtui_connections", "gauge", "Open client connections.", self.connections)
+        metric("axtui_sessions_open", "gauge", "Sessions with their database open.",
+               self.sessions_open)
+        metric("axtui_events_appended_total", "counter", "Events committed to session logs.",
+               self.events_appended)
+        metric("axtui_deliveries_total", "counter", "Events queued to subscribers.",
+               self.deliveries)
+        metric("axtui_slow_subscriber_disconnects_total", "counter",
+               "Connections closed with 4429 for falling behind.", self.slow_disconnects)
+        metric("axtui_requests_total", "counter", "JSON-RPC requests received.", self.requests)
+        metric("axtui_request_errors_total", "counter", "Requests answered with an error.",
+               self.errors)
+        metric("axtui_overloaded_total", "counter", "Requests refused with -32029.",
+               self.overloaded)
+        name = "axtui_publish_commit_seconds"
+        lines += [f"# HELP {name} Time from a publish being queued to its commit.",
+                  f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, count in zip(COMMIT_BUCKETS, self.commit_counts, strict=False):
+            cumulative += count
+            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+        cumulative += self.commit_counts[-1]
+        lines += [f'{name}_bucket{{le="+Inf"}} {cumulative}',
+                  f"{name}_sum {self.commit_sum:.6f}", f"{name}_count {cumulative}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""The SQLite authorizer that stands between client SQL and a session's database.
+
+Two policies share one rule set:
+
+- ``READ`` (``state/query``): only reads; the hub's ``ax_`` tables are visible through the
+  ``events`` view and nowhere else; no ATTACH, no PRAGMA that changes anything, no
+  ``load_extension``.
+- ``WRITE`` (``state/exec`` and ``session/publish`` with ``state``): the application's own
+  tables may be created, changed and dropped; the hub's tables and the ``events`` view may
+  not be touched, directly or through views or triggers; no transaction control (the hub
+  owns the transaction), no temporary objects, no ATTACH, no PRAGMA.
+
+A connection that ever runs client SQL must be opened with ``cached_statements=0``: SQLite
+consults the authorizer only when a statement is prepared, and a cached statement
+prepared for the hub would otherwise run for a client unchecked.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+
+EVENTS_VIEW = "events"
+_DENY = sqlite3.SQLITE_DENY
+_OK = sqlite3.SQLITE_OK
+
+# Introspection pragmas that only read; everything else is refused.
+READ_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "collation_list", "function_list", "database_list",
+})
+FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile"})
+FORBIDDEN_TABLES = frozenset({"sqlite_dbpage", "dbstat"})
+
+_CREATE = {
+    sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_VIEW, sqlite3.SQLITE_CREATE_INDEX,
+    sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_CREATE_VTABLE,
+}
+_DROP = {
+    sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_VIEW, sqlite3.SQLITE_DROP_INDEX,
+    sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_DROP_VTABLE,
+}
+_TEMP = {
+    sqlite3.SQLITE_CREATE_TEMP_TABLE, sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+    sqlite3.SQLITE_DROP_TEMP_TABLE, sqlite3.SQLITE_DROP_TEMP_VIEW,
+    sqlite3.SQLITE_DROP_TEMP_INDEX, sqlite3.SQLITE_DROP_TEMP_TRIGGER,
+}
+_WRITES = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE}
+
+
+class Policy(enum.Enum):
+    """What client SQL may do on a connection."""
+
+    HUB = "hub"  # the hub's own statements: no checks
+    READ = "read"
+    WRITE = "write"
+
+
+def is_reserved_name(name: str | None) -> bool:
+    """Whether ``name`` belongs to the hub (``ax_*`` tables, the ``events`` view)."""
+    if not name:
+        return False
+    low = name.lower()
+    return low.startswith("ax_") or low == EVENTS_VIEW
+
+
+class SqlGuard:
+    """An authorizer callback whose policy can be switched between statements.
+
+    ``denial`` keeps the reason for the last refusal, so that the error the client gets
+    says what was refused rather than SQLite's bare "not authorized".
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.denial: str | None = None
+
+    def __call__(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
+    ) -> int:
+        """The SQLite authorizer callback."""
+        if self.policy is Policy.HUB:
+            return _OK
+        reason = self._check(action, arg1, arg2, db, inner)
+        if reason is None:
+            return _OK
+        self.denial = reason
+        return _DENY
+
+    def _check(  # noqa: PLR0911 - one rule a line reads best here
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
+    ) -> str | None:
+        writing = self.policy is Policy.WRITE
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return None
+        if action == sqlite3.SQLITE_READ:
+            table = (arg1 or "").lower()
+            if table in FORBIDDEN_TABLES:
+                return f"reading {arg1} is not allowed"
+            if table.startswith("ax_") and inner != EVENTS_VIEW:
+                return f"the hub's table {arg1} is not readable (use the events view)"
+            return None
+        if action == sqlite3.SQLITE_FUNCTION:
+            if (arg2 or "").lower() in FORBIDDEN_FUNCTIONS:
+                return f"the function {arg2}() is not allowed"
+            return None
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if not writing and name in READ_PRAGMAS:
+                return None
+            return f"PRAGMA {arg1} is not allowed"
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return "ATTACH and DETACH are not allowed"
+        if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+            return "transaction control is not allowed: the hub runs each request as one transaction"
+        if not writing:
+            return "state/query is read-only: use state/exec to change state"
+        if action in _TEMP:
+            return "temporary tables, views, indexes and triggers are not allowed"
+        if action in _WRITES:
+            if (arg1 or "").lower().startswith("ax_"):
+                return f"the hub's table {arg1} cannot be changed"
+            return None
+        if action in _CREATE or action in _DROP:
+            # For indexes and triggers arg2 is the table they belong to.
+            if is_reserved_name(arg1) or is_reserved_name(arg2):
+                return f"{arg1} is reserved for the hub (names starting with ax_, and events)"
+            return None
+        if action in (sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_ANALYZE, sqlite3.SQLITE_REINDEX):
+            target = arg2 if action == sqlite3.SQLITE_ALTER_TABLE else arg1
+            if is_reserved_name(target):
+                return f"{target} is reserved for the hub"
+            return None
+        return f"this kind of statement is not allowed (SQLite authorizer action {action})"

@@ -1,0 +1,578 @@
+"""One session's SQLite file: the event log, the hub's bookkeeping, the application's state.
+
+Three aiosqlite connections, each with its own thread, opened lazily:
+
+- the *writer* runs group commits (one transaction a batch) and client writes under the
+  ``WRITE`` policy of :mod:`server.sqlguard`;
+- the *reader* serves history and subscription catch-up, so a long replay never blocks
+  the writer (WAL lets it read while the writer commits);
+- the *query* connection runs client ``state/query`` SQL read-only, under the ``READ``
+  policy and a time limit.
+
+Each event is stored once as the exact JSON that is sent to clients (``raw``); the
+columns beside it are what SQL needs to find events. Copying the file copies the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from server import protocol
+from server.protocol import Conflict, Forbidden, InvalidParams, ProtocolError
+from server.sqlguard import Policy, SqlGuard
+
+FORMAT_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ax_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ax_events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    turn_id TEXT,
+    idempotency_key TEXT,
+    raw TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ax_events_idempotency
+    ON ax_events (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ax_permissions (
+    request_id TEXT PRIMARY KEY,
+    request_seq INTEGER NOT NULL,
+    options TEXT NOT NULL,
+    answered_seq INTEGER,
+    answered_by TEXT
+);
+CREATE VIEW IF NOT EXISTS events AS
+    SELECT seq, ts, type,
+           json_extract(raw, '$.source') AS source,
+           json_extract(raw, '$.data') AS data,
+           turn_id
+    FROM ax_events;
+"""
+
+INSERT_EVENT = (
+    "INSERT INTO ax_events (seq, ts, type, turn_id, idempotency_key, raw) "
+    "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))"
+)
+PROGRESS_STEPS = 10_000
+READ_PAGE_BYTES = 256 * 1024
+
+
+@dataclass(slots=True)
+class Append:
+    """One event waiting to be committed, with the future its publisher awaits.
+
+    ``data`` is the event's encoded data; for ``state/exec`` it is ``None`` and the data
+    (``statements`` and ``changes``) is built once the statements have run.
+    """
+
+    type: str
+    source: bytes
+    data: bytes | None
+    future: asyncio.Future[AppendResult]
+    idempotency_key: str | None = None
+    turn_id: str | None = None
+    statements: list[tuple[str, Any]] | None = None
+    recorded_statements: bytes | None = None  # the statements as the client sent them
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True, frozen=True)
+class AppendResult:
+    """What a publisher learns: the event's seq and ts, and whether it was a duplicate."""
+
+    seq: int
+    ts: int
+    duplicate: bool = False
+    changes: int = 0
+
+
+@dataclass(slots=True)
+class Permission:
+    """A permission request recorded in the log, and who answered it."""
+
+    request_id: str
+    request_seq: int
+    option_ids: list[str]
+    answered_seq: int | None = None
+    answered_by: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class SessionMeta:
+    """The facts about a session kept inside its own file (so a copied file is complete)."""
+
+    session_id: str
+    epoch: str
+    title: str
+    agent: str | None
+    metadata: dict[str, Any]
+    created_at: int
+
+
+class EventLog:
+    """The SQLite file of one session. Create with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, meta: SessionMeta, durability: str) -> None:
+        self.path = path
+        self.sql_timeout = 5.0  # seconds a client statement may run
+        self.meta = meta
+        self.durability = durability
+        self.head_seq = 0
+        self.last_ts = 0
+        self.permissions: dict[str, Permission] = {}
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._query: aiosqlite.Connection | None = None
+        self._write_guard = SqlGuard(Policy.HUB)
+        self._query_guard = SqlGuard(Policy.READ)
+        self._deadline = 0.0  # monotonic time after which client SQL is interrupted
+
+    # --- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls, path: Path, meta: SessionMeta, durability: str, created: Append | None = None
+    ) -> EventLog:
+        """Make a new session file holding ``meta`` (and ``created`` as seq 1, if given).
+
+        Fails with :class:`Conflict` if the file exists.
+        """
+        if path.exists():
+            raise Conflict(f"session {meta.session_id} already exists")
+        log = cls(path, meta, durability)
+        try:
+            await log._open_writer()
+            db = log._writer
+            assert db is not None
+            rows = [
+                ("format", FORMAT_VERSION), ("session_id", meta.session_id),
+                ("epoch", meta.epoch), ("title", meta.title), ("agent", meta.agent or ""),
+                ("metadata", orjson.dumps(meta.metadata).decode()),
+                ("created_at", str(meta.created_at)),
+            ]
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany("INSERT INTO ax_meta (key, value) VALUES (?, ?)", rows)
+            await db.execute("COMMIT")
+            if created is not None:
+                await log.append_batch([created])
+        except BaseException:
+            await log.close()
+            remove_files(path)
+            raise
+        return log
+
+    @classmethod
+    async def open(cls, path: Path, durability: str) -> EventLog:
+        """Open an existing session file."""
+        meta = read_meta(path)
+        log = cls(path, meta, durability)
+        try:
+            await log._open_writer()
+            db = log._writer
+            assert db is not None
+            async with db.execute("SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1") as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                log.head_seq, log.last_ts = int(row[0]), int(row[1])
+            async with db.execute(
+                "SELECT request_id, request_seq, options, answered_seq, answered_by "
+                "FROM ax_permissions"
+            ) as cur:
+                async for rid, rseq, options, aseq, aby in cur:
+                    log.permissions[rid] = Permission(
+                        rid, rseq, orjson.loads(options), aseq,
+                        orjson.loads(aby) if aby else None,
+                    )
+        except BaseException:
+            await log.close()
+            raise
+        return log
+
+    async def _open_writer(self) -> None:
+        db = await aiosqlite.connect(
+            self.path, isolation_level=None, cached_statements=0, check_same_thread=False
+        )
+        self._writer = db
+        await db.execute("PRAGMA journal_mode=WAL")
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+        await db.execute(f"PRAGMA synchronous={sync}")
+        await db.executescript(SCHEMA)
+        await db.set_authorizer(self._write_guard)
+        await db.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    async def _read_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            self._reader = await aiosqlite.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+            self._reader.text_factory = bytes
+        return self._reader
+
+    async def _query_conn(self) -> aiosqlite.Connection:
+        if self._query is None:
+            db = await aiosqlite.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, cached_statements=0
+            )
+            await db.execute("PRAGMA query_only=1")
+            await db.set_authorizer(self._query_guard)
+            await db.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+            self._query = db
+        return self._query
+
+    def _past_deadline(self) -> int:
+        return 1 if self._deadline and time.monotonic() > self._deadline else 0
+
+    async def close(self) -> None:
+        """Close every connection (the data is already committed)."""
+        for name in ("_query", "_reader", "_writer"):
+            db = getattr(self, name)
+            setattr(self, name, None)
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def append_batch(
+        self, batch: Sequence[Append]
+    ) -> tuple[list[AppendResult | ProtocolError], list[tuple[int, bytes]]]:
+        """Commit ``batch`` in one transaction (group commit).
+
+        Returns one outcome per item (a result, or the error for that item alone) and the
+        newly committed events as ``(seq, raw)``. Seq is assigned inside the transaction;
+        if the commit fails nothing changes, in the file or in memory.
+        """
+        db = self._writer
+        assert db is not None, "session is closed"
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes, committed, perms = await self._stage(db, batch)
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        if committed:
+            self.head_seq = committed[-1][0]
+        self.permissions.update(perms)
+        return outcomes, committed
+
+    async def _stage(
+        self, db: aiosqlite.Connection, batch: Sequence[Append]
+    ) -> tuple[list[AppendResult | ProtocolError], list[tuple[int, bytes]], dict[str, Permission]]:
+        keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
+        known = await self._known_keys(db, keys) if keys else {}
+        outcomes: list[AppendResult | ProtocolError] = []
+        committed: list[tuple[int, bytes]] = []
+        perms: dict[str, Permission] = {}
+        rows: list[tuple[Any, ...]] = []
+        seq, ts = self.head_seq, self.last_ts
+        for item in batch:
+            key = item.idempotency_key
+            if key is not None and key in known:
+                outcomes.append(known[key])
+                continue
+            try:
+                perm_row = self._check_permission(item, perms, seq + 1)
+                changes = 0
+                if item.statements:
+                    if rows:
+                        await db.executemany(INSERT_EVENT, rows)
+                        rows.clear()
+                    changes = await self._run_client_writes(db, item.statements)
+            except ProtocolError as exc:
+                outcomes.append(exc)
+                continue
+            if perm_row is not None:
+                await db.execute(
+                    "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)", perm_row
+                )
+            seq += 1
+            ts = max(ts, protocol.now_ms())
+            data = item.data
+            state = None
+            if data is None:  # state/exec: the record is the statements and their effect
+                data = b'{"statements":%s,"changes":%d}' % (item.recorded_statements, changes)
+            else:
+                state = item.recorded_statements
+            raw = protocol.encode_event(
+                seq=seq, event_id=protocol.new_event_id(), ts=ts, event_type=item.type,
+                source=item.source, data=data, idempotency_key=key, turn_id=item.turn_id,
+                state=state,
+            )
+            rows.append((seq, ts, item.type, item.turn_id, key, raw))
+            committed.append((seq, raw))
+            result = AppendResult(seq, ts, False, changes)
+            outcomes.append(result)
+            if key is not None:
+                known[key] = AppendResult(seq, ts, True, changes)
+        if rows:
+            await db.executemany(INSERT_EVENT, rows)
+        self.last_ts = ts
+        return outcomes, committed, perms
+
+    async def _known_keys(
+        self, db: aiosqlite.Connection, keys: list[str]
+    ) -> dict[str, AppendResult]:
+        known: dict[str, AppendResult] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            async with db.execute(
+                f"SELECT idempotency_key, seq, ts FROM ax_events WHERE idempotency_key IN ({marks})",
+                chunk,
+            ) as cur:
+                async for key, seq, ts in cur:
+                    known[key] = AppendResult(seq, ts, True)
+        return known
+
+    def _check_permission(
+        self, item: Append, staged: dict[str, Permission], seq: int
+    ) -> tuple[Any, ...] | None:
+        """Track permission requests; refuse answers to requests that are not open."""
+        if item.type not in ("permission.request", "permission.response"):
+            return None
+        assert item.data is not None
+        data = orjson.loads(item.data)
+        rid = data.get("requestId")
+        if not isinstance(rid, str):
+            raise InvalidParams("data.requestId must be a string", {"param": "data.requestId"})
+        if item.type == "permission.request":
+            options = [o.get("optionId") for o in data.get("options", []) if isinstance(o, dict)]
+            opened = Permission(rid, seq, [o for o in options if isinstance(o, str)])
+            staged[rid] = opened
+            return (rid, seq, orjson.dumps(opened.option_ids).decode(), None, None)
+        perm = staged.get(rid) or self.permissions.get(rid)
+        if perm is None:
+            raise Conflict(f"permission request {rid} is not open", {"requestId": rid})
+        if perm.answered_by is not None:
+            who = perm.answered_by
+            raise Conflict(
+                f"permission request {rid} was already answered by {who.get('name')}"
+                f" via {who.get('client') or who.get('kind')}",
+                {"requestId": rid, "answeredBy": who, "answeredSeq": perm.answered_seq},
+            )
+        option = data.get("optionId")
+        if data.get("outcome") != "cancelled" and option not in perm.option_ids:
+            raise InvalidParams(
+                f"optionId must be one of {perm.option_ids} (or outcome: cancelled)",
+                {"param": "data.optionId"},
+            )
+        answered = Permission(
+            rid, perm.request_seq, perm.option_ids, seq, orjson.loads(item.source)
+        )
+        staged[rid] = answered
+        return (
+            rid, perm.request_seq, orjson.dumps(perm.option_ids).decode(), seq,
+            item.source.decode(),
+        )
+
+    async def _run_client_writes(
+        self, db: aiosqlite.Connection, statements: list[tuple[str, Any]]
+    ) -> int:
+        """Run client statements in a savepoint; all of them or none. Returns rows changed."""
+        await db.execute("SAVEPOINT client")
+        before = db.total_changes
+        try:
+            async with self._client_sql(self._write_guard, Policy.WRITE):
+                for sql, params in statements:
+                    await db.execute(sql, params)
+        except BaseException:
+            await db.execute("ROLLBACK TO client")
+            await db.execute("RELEASE client")
+            raise
+        await db.execute("RELEASE client")
+        return db.total_changes - before
+
+    @contextlib.asynccontextmanager
+    async def _client_sql(
+        self, guard: SqlGuard, policy: Policy
+    ) -> AsyncIterator[None]:
+        """Run client SQL under ``policy`` and a deadline; turn SQLite errors into ours."""
+        timeout = self.sql_timeout
+        guard.policy, guard.denial = policy, None
+        self._deadline = time.monotonic() + timeout
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise sql_error(exc, guard.denial, timeout) from None
+        finally:
+            if guard is self._write_guard:
+                guard.policy = Policy.HUB
+            self._deadline = 0.0
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def read_range(
+        self, after_seq: int, limit: int, max_bytes: int = READ_PAGE_BYTES
+    ) -> list[tuple[int, bytes]]:
+        """Events with seq > ``after_seq`` in order: at most ``limit``, about ``max_bytes``."""
+        db = await self._read_conn()
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        async with db.execute(
+            "SELECT seq, raw FROM ax_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ) as cur:
+            async for seq, raw in cur:
+                out.append((seq, raw))
+                size += len(raw)
+                if size >= max_bytes:
+                    break
+        return out
+
+    async def history(
+        self,
+        after_seq: int | None,
+        before_seq: int | None,
+        limit: int,
+        types: list[str] | None,
+    ) -> list[bytes]:
+        """The ``session/history`` window, ascending (see protocol.md)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if after_seq is not None:
+            where.append("seq > ?")
+            args.append(after_seq)
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        if types:
+            where.append("(" + " OR ".join("type GLOB ?" for _ in types) + ")")
+            args.extend(glob_for_sqlite(t) for t in types)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        newest = after_seq is None and before_seq is not None
+        sql = f"SELECT seq, raw FROM ax_events {clause} ORDER BY seq {'DESC' if newest else ''} LIMIT ?"
+        db = await self._read_conn()
+        async with db.execute(sql, (*args, limit)) as cur:
+            rows = [raw async for _, raw in cur]
+        if newest:
+            rows.reverse()
+        return rows
+
+    async def iter_raw(self, up_to_seq: int, page: int = 5000) -> AsyncIterator[bytes]:
+        """Every event's raw JSON from seq 1 to ``up_to_seq``, in order."""
+        after = 0
+        while after < up_to_seq:
+            rows = await self.read_range(after, min(page, up_to_seq - after), max_bytes=1 << 30)
+            if not rows:
+                return
+            for _, raw in rows:
+                yield raw
+            after = rows[-1][0]
+
+    async def query(
+        self, sql: str, params: Any, limit: int
+    ) -> tuple[list[str], list[list[Any]], bool]:
+        """Run read-only client SQL; returns columns, rows (BLOBs as base64), truncated."""
+        db = await self._query_conn()
+        async with self._client_sql(self._query_guard, Policy.READ):
+            async with db.execute(sql, params) as cur:
+                rows = list(await cur.fetchmany(limit + 1))
+                columns = [d[0] for d in cur.description or ()]
+        truncated = len(rows) > limit
+        out = [
+            [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in row]
+            for row in rows[:limit]
+        ]
+        return columns, out, truncated
+
+    async def copy_into(self, target: EventLog, at_seq: int) -> None:
+        """Copy events 1..``at_seq`` into ``target`` (new ids) and rebuild its state.
+
+        Only statements the hub recorded are re-run: the ``statements`` of
+        ``state.changed`` events and the top-level ``state`` of published events.
+        """
+        db = target._writer
+        assert db is not None
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            rows: list[tuple[Any, ...]] = []
+            async for raw in self.iter_raw(at_seq):
+                event = orjson.loads(raw)
+                event["id"] = protocol.new_event_id()
+                stmts = event.get("state") or (
+                    event["data"].get("statements") if event["type"] == "state.changed" else None
+                )
+                if stmts:
+                    if rows:
+                        await db.executemany(INSERT_EVENT, rows)
+                        rows.clear()
+                    await target._run_client_writes(
+                        db, protocol.parse_statements(stmts, "statements")
+                    )
+                rows.append((
+                    event["seq"], event["ts"], event["type"], event.get("turnId"),
+                    event.get("idempotencyKey"), orjson.dumps(event),
+                ))
+                target.head_seq, target.last_ts = event["seq"], event["ts"]
+            if rows:
+                await db.executemany(INSERT_EVENT, rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            target.head_seq = target.last_ts = 0
+            raise
+
+
+def sql_error(exc: sqlite3.Error, denial: str | None, timeout: float) -> ProtocolError:
+    """The protocol error for a failed client statement."""
+    text = str(exc)
+    if denial is not None:  # the authorizer refused something in this statement
+        return Forbidden(f"SQL refused: {denial}", {"sqlite": text})
+    if isinstance(exc, sqlite3.OperationalError) and text == "interrupted":
+        return InvalidParams(f"SQL took longer than {timeout:g} s and was stopped")
+    if "readonly" in text or "read-only" in text:
+        return Forbidden(f"SQL refused: {text}", {"sqlite": text})
+    return InvalidParams(f"SQLite rejected the statement: {text}", {"sqlite": text})
+
+
+def glob_for_sqlite(pattern: str) -> str:
+    """Turn a protocol type pattern (only ``*`` is special) into an SQLite GLOB."""
+    return "".join({"?": "[?]", "[": "[[]"}.get(c, c) for c in pattern)
+
+
+def read_meta(path: Path) -> SessionMeta:
+    """Read a session file's own description without opening it for writing."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            values = dict(con.execute("SELECT key, value FROM ax_meta").fetchall())
+        finally:
+            con.close()
+        return SessionMeta(
+            session_id=values["session_id"], epoch=values["epoch"], title=values["title"],
+            agent=values["agent"] or None, metadata=orjson.loads(values["metadata"]),
+            created_at=int(values["created_at"]),
+        )
+    except (sqlite3.Error, KeyError, ValueError) as exc:
+        raise OSError(f"{path} is not an axtui session file: {exc}") from exc
+
+
+def read_head(path: Path) -> tuple[int, int]:
+    """The head seq and its ts in a session file (0, 0 when empty)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def remove_files(path: Path) -> None:
+    """Delete a session file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
