@@ -79,3 +79,7 @@ def up(config_path: Path | None) -> None:
     the foreground and prints where clients connect.
     """
     _run_hub(_load(config_path))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ a file is dropped, a row left ``dirty`` by a crash is refreshed from its file).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fcntl
 import logging
@@ -55,6 +56,7 @@ class Catalog:
         self.sessions_dir = data_dir / "sessions"
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
+        self._tx = asyncio.Lock()  # one transaction at a time on the shared connection
 
     def session_path(self, session_id: str) -> Path:
         """The file of a session (the id is validated: no path can be smuggled in)."""
@@ -141,10 +143,11 @@ class Catalog:
 
     async def put(self, info: SessionInfo, *, dirty: bool = False) -> None:
         """Insert or replace a session's row."""
-        await self._require().execute(
-            f"INSERT OR REPLACE INTO sessions ({COLUMNS}, dirty) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (*_row(info), int(dirty)),
-        )
+        async with self._tx:
+            await self._require().execute(
+                f"INSERT OR REPLACE INTO sessions ({COLUMNS}, dirty) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*_row(info), int(dirty)),
+            )
 
     async def update_heads(self, infos: Iterable[SessionInfo], *, dirty: bool) -> None:
         """Record the head, times and agent state of open sessions in one transaction."""
@@ -154,13 +157,18 @@ class Catalog:
         if not rows:
             return
         db = self._require()
-        await db.execute("BEGIN")
-        await db.executemany(
-            "UPDATE sessions SET head_seq = ?, updated_at = ?, agent_state = ?, dirty = ?"
-            " WHERE session_id = ?",
-            rows,
-        )
-        await db.execute("COMMIT")
+        async with self._tx:
+            await db.execute("BEGIN")
+            try:
+                await db.executemany(
+                    "UPDATE sessions SET head_seq = ?, updated_at = ?, agent_state = ?,"
+                    " dirty = ? WHERE session_id = ?",
+                    rows,
+                )
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
     async def get(self, session_id: str) -> SessionInfo | None:
         """A session's row, or ``None``."""
@@ -172,7 +180,10 @@ class Catalog:
 
     async def delete(self, session_id: str) -> None:
         """Remove a session's row."""
-        await self._require().execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+        async with self._tx:
+            await self._require().execute(
+                "DELETE FROM sessions WHERE session_id = ?", (session_id,)
+            )
 
     async def list(
         self, limit: int, cursor: str | None, agent: str | None

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.metrics import Metrics
 from server.protocol import CloseCode, Role
-from server.sessions import Source, Subscription
+from server.sessions import PAGE_BYTES, Source, Subscription
 
 log = logging.getLogger("axtui.connection")
 
@@ -83,7 +83,8 @@ class ClientConnection:
         self.metrics.deliveries += events
         self._empty.clear()
         self._wakeup.set()
-        if self._pending > self.max_lag_bytes:
+        # One frame alone never counts as lag: an event may be larger than the limit.
+        if self._pending > self.max_lag_bytes and len(self._frames) > 1:
             self.metrics.slow_disconnects += 1
             log.info("client %s is %d bytes behind; closing with 4429",
                      self.client_name or self.ws.remote_address, self._pending)
@@ -138,6 +139,16 @@ class ClientConnection:
         self.subscriptions.pop(session_id, None)
         if frame is not None:
             self.send(frame)
+
+    def subscription_failed(self, session_id: str) -> None:
+        """Close with 1011 so that the client reconnects and resumes from its last seq."""
+        self.subscriptions.pop(session_id, None)
+        self.close(CloseCode.INTERNAL_ERROR, f"subscription to {session_id} failed; resume")
+
+    @property
+    def page_bytes(self) -> int:
+        """Catch-up pages stay well under the lag limit, so catching up never trips it."""
+        return max(1024, min(PAGE_BYTES, self.max_lag_bytes // 4))
 
     def cleanup(self) -> None:
         """The connection is gone: stop everything that belongs to it."""

@@ -96,7 +96,8 @@ class Hub:
         """Shut down: finish requests under way, close clients with 1001, flush, close."""
         self.stopping = True
         if self._server is not None:
-            self._server.close(close_connections=False)
+            # Stop accepting only: websockets' Server.close() acts on its first call alone.
+            self._server.server.close()
         pending = [t for c in self.connections for t in c.tasks]
         if pending:
             await asyncio.wait(pending, timeout=5)

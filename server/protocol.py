@@ -45,6 +45,7 @@ class CloseCode(enum.IntEnum):
 
     GOING_AWAY = 1001
     TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     UNAUTHENTICATED = 4401
     NO_INITIALIZE = 4408
     TOO_SLOW = 4429

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,26 @@ TAIL_EVENTS = 4096  # recent events kept in memory for subscribers that resume n
 TAIL_BYTES = 4 * 1024 * 1024
 
 
+PAGE_BYTES = 256 * 1024  # about this much in one session/events notification
+
+
+def pages(
+    events: Iterable[tuple[int, bytes]], max_bytes: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Split ``(seq, raw)`` events into pages of at most ``BACKLOG_EVENTS`` events and about
+    ``max_bytes`` (a page always holds at least one event)."""
+    page: list[tuple[int, bytes]] = []
+    size = 0
+    for item in events:
+        page.append(item)
+        size += len(item[1])
+        if size >= max_bytes or len(page) >= BACKLOG_EVENTS:
+            yield page
+            page, size = [], 0
+    if page:
+        yield page
+
+
 class Sink(Protocol):
     """Where a subscription's frames go: a client connection's bounded outbox."""
 
@@ -56,7 +76,14 @@ class Sink(Protocol):
         """Wait until the sink has room for a catch-up page."""
 
     def subscription_ended(self, session_id: str, frame: bytes | None) -> None:
-        """The subscription is over (session deleted or an error); send ``frame`` if any."""
+        """The subscription is over (session deleted); send ``frame`` if any."""
+
+    def subscription_failed(self, session_id: str) -> None:
+        """The hub could not keep a subscription gap-free: the client must resume."""
+
+    @property
+    def page_bytes(self) -> int:
+        """About how many bytes one notification should hold for this sink."""
 
 
 class Observer(Protocol):
@@ -113,9 +140,10 @@ class Subscription:
         session = self.session
         try:
             while self.next_seq <= session.info.head_seq:
-                page = session.tail_from(self.next_seq)
+                size = self.sink.page_bytes
+                page = session.tail_from(self.next_seq, size)
                 if page is None:
-                    page = await session.log.read_range(self.next_seq - 1, BACKLOG_EVENTS)
+                    page = await session.log.read_range(self.next_seq - 1, BACKLOG_EVENTS, size)
                 if not page:
                     raise InternalError(f"events from seq {self.next_seq} are missing")
                 self._send(page)
@@ -126,7 +154,7 @@ class Subscription:
         except Exception:
             log.exception("subscription to %s failed during catch-up", session.id)
             self.stop()
-            self.sink.subscription_ended(session.id, None)
+            self.sink.subscription_failed(session.id)
 
     def _send(self, page: list[tuple[int, bytes]]) -> None:
         if page[0][0] != self.next_seq or page[-1][0] != self.next_seq + len(page) - 1:
@@ -134,16 +162,17 @@ class Subscription:
         self.sink.send(protocol.events_frame(self.session.id, [r for _, r in page]), len(page))
         self.next_seq = page[-1][0] + 1
 
-    def push(self, frame: bytes, first: int, last: int) -> None:
-        """Hand over a committed batch (called only while live)."""
-        if first != self.next_seq:
-            log.error("gap for a subscriber of %s: expected %d, got %d",
-                      self.session.id, self.next_seq, first)
-            self.stop()
-            self.sink.subscription_ended(self.session.id, None)
-            return
-        self.sink.send(frame, last - first + 1)
-        self.next_seq = last + 1
+    def push(self, frames: list[tuple[bytes, int, int]]) -> None:
+        """Hand over a committed batch as ``(frame, first, last)`` pages (only while live)."""
+        for frame, first, last in frames:
+            if first != self.next_seq:
+                log.error("gap for a subscriber of %s: expected %d, got %d",
+                          self.session.id, self.next_seq, first)
+                self.stop()
+                self.sink.subscription_failed(self.session.id)
+                return
+            self.sink.send(frame, last - first + 1)
+            self.next_seq = last + 1
 
 
 class Session:
@@ -228,28 +257,25 @@ class Session:
             self._tail_bytes -= len(self._tail.popleft()[1])
         metrics = self.registry.metrics
         metrics.events_appended += len(committed)
-        first, last = committed[0][0], committed[-1][0]
-        frame = None
+        frames: list[tuple[bytes, int, int]] | None = None
         for sub in list(self.subscribers):
             if sub.live:
-                if frame is None:
-                    frame = protocol.events_frame(self.id, [raw for _, raw in committed])
-                sub.push(frame, first, last)
+                if frames is None:  # encoded once for every subscriber
+                    frames = [
+                        (protocol.events_frame(self.id, [raw for _, raw in page]),
+                         page[0][0], page[-1][0])
+                        for page in pages(committed, PAGE_BYTES)
+                    ]
+                sub.push(frames)
         self.registry.changed(self)
 
-    def tail_from(self, seq: int) -> list[tuple[int, bytes]] | None:
+    def tail_from(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]] | None:
         """Up to a catch-up page of events from ``seq`` out of memory, or ``None``."""
         if not self._tail or not self._tail[0][0] <= seq <= self._tail[-1][0]:
             return None
         start = seq - self._tail[0][0]
-        page: list[tuple[int, bytes]] = []
-        size = 0
-        for item in itertools.islice(self._tail, start, start + BACKLOG_EVENTS):
-            page.append(item)
-            size += len(item[1])
-            if size >= 256 * 1024:
-                break
-        return page
+        return next(pages(itertools.islice(self._tail, start, start + BACKLOG_EVENTS),
+                          max_bytes))
 
     async def append(
         self,
@@ -464,6 +490,8 @@ class SessionRegistry:
             self._reserved.discard(sid)
 
     async def _register(self, event_log: EventLog) -> SessionInfo:
+        """Make a newly written session file (created or forked) an open session."""
+        self.metrics.events_appended += 1  # session.created or session.forked
         meta = event_log.meta
         event_log.sql_timeout = self.config.query_timeout
         info = SessionInfo(

@@ -75,6 +75,11 @@ class SqlGuard:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.denial: str | None = None
+        self._through_view = False  # this statement reads the log through the events view
+
+    def begin_statement(self) -> None:
+        """Call before preparing each client statement."""
+        self._through_view = False
 
     def __call__(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
@@ -98,7 +103,15 @@ class SqlGuard:
             table = (arg1 or "").lower()
             if table in FORBIDDEN_TABLES:
                 return f"reading {arg1} is not allowed"
-            if table.startswith("ax_") and inner != EVENTS_VIEW:
+            if inner == EVENTS_VIEW:
+                self._through_view = True
+                return None
+            # When SQLite flattens the events view it also checks a read of ax_events with
+            # no column (the same check as count(*) on the table): it reveals only the row
+            # count, which the view shows anyway.
+            if table == "ax_events" and arg2 == "" and self._through_view:
+                return None
+            if table.startswith("ax_"):
                 return f"the hub's table {arg1} is not readable (use the events view)"
             return None
         if action == sqlite3.SQLITE_FUNCTION:

@@ -65,8 +65,9 @@ INSERT_EVENT = (
     "INSERT INTO ax_events (seq, ts, type, turn_id, idempotency_key, raw) "
     "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))"
 )
+PERMISSION_TYPES = ("permission.request", "permission.response")
+INSERT_PERMISSION = "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)"
 PROGRESS_STEPS = 10_000
-READ_PAGE_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -285,7 +286,12 @@ class EventLog:
                 outcomes.append(known[key])
                 continue
             try:
-                perm_row = self._check_permission(item, perms, seq + 1)
+                perm_row = None
+                if item.type in PERMISSION_TYPES:
+                    assert item.data is not None
+                    perm_row = self._permission_row(
+                        item.type, orjson.loads(item.data), item.source, seq + 1, perms
+                    )
                 changes = 0
                 if item.statements:
                     if rows:
@@ -296,9 +302,7 @@ class EventLog:
                 outcomes.append(exc)
                 continue
             if perm_row is not None:
-                await db.execute(
-                    "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)", perm_row
-                )
+                await db.execute(INSERT_PERMISSION, perm_row)
             seq += 1
             ts = max(ts, protocol.now_ms())
             data = item.data
@@ -338,18 +342,19 @@ class EventLog:
                     known[key] = AppendResult(seq, ts, True)
         return known
 
-    def _check_permission(
-        self, item: Append, staged: dict[str, Permission], seq: int
-    ) -> tuple[Any, ...] | None:
-        """Track permission requests; refuse answers to requests that are not open."""
-        if item.type not in ("permission.request", "permission.response"):
-            return None
-        assert item.data is not None
-        data = orjson.loads(item.data)
+    def _permission_row(
+        self, event_type: str, data: dict[str, Any], source: bytes, seq: int,
+        staged: dict[str, Permission],
+    ) -> tuple[Any, ...]:
+        """Track a permission event; refuse an answer to a request that is not open.
+
+        Returns the ``ax_permissions`` row to write with the event; ``staged`` holds this
+        transaction's changes until it commits.
+        """
         rid = data.get("requestId")
         if not isinstance(rid, str):
             raise InvalidParams("data.requestId must be a string", {"param": "data.requestId"})
-        if item.type == "permission.request":
+        if event_type == "permission.request":
             options = [o.get("optionId") for o in data.get("options", []) if isinstance(o, dict)]
             opened = Permission(rid, seq, [o for o in options if isinstance(o, str)])
             staged[rid] = opened
@@ -370,14 +375,10 @@ class EventLog:
                 f"optionId must be one of {perm.option_ids} (or outcome: cancelled)",
                 {"param": "data.optionId"},
             )
-        answered = Permission(
-            rid, perm.request_seq, perm.option_ids, seq, orjson.loads(item.source)
-        )
-        staged[rid] = answered
-        return (
-            rid, perm.request_seq, orjson.dumps(perm.option_ids).decode(), seq,
-            item.source.decode(),
-        )
+        staged[rid] = Permission(rid, perm.request_seq, perm.option_ids, seq,
+                                 orjson.loads(source))
+        return (rid, perm.request_seq, orjson.dumps(perm.option_ids).decode(), seq,
+                source.decode())
 
     async def _run_client_writes(
         self, db: aiosqlite.Connection, statements: list[tuple[str, Any]]
@@ -388,6 +389,7 @@ class EventLog:
         try:
             async with self._client_sql(self._write_guard, Policy.WRITE):
                 for sql, params in statements:
+                    self._write_guard.begin_statement()
                     await db.execute(sql, params)
         except BaseException:
             await db.execute("ROLLBACK TO client")
@@ -406,7 +408,7 @@ class EventLog:
         self._deadline = time.monotonic() + timeout
         try:
             yield
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise sql_error(exc, guard.denial, timeout) from None
         finally:
             if guard is self._write_guard:
@@ -416,7 +418,7 @@ class EventLog:
     # --- reading ---------------------------------------------------------------------------
 
     async def read_range(
-        self, after_seq: int, limit: int, max_bytes: int = READ_PAGE_BYTES
+        self, after_seq: int, limit: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         """Events with seq > ``after_seq`` in order: at most ``limit``, about ``max_bytes``."""
         db = await self._read_conn()
@@ -477,6 +479,7 @@ class EventLog:
     ) -> tuple[list[str], list[list[Any]], bool]:
         """Run read-only client SQL; returns columns, rows (BLOBs as base64), truncated."""
         db = await self._query_conn()
+        self._query_guard.begin_statement()
         async with self._client_sql(self._query_guard, Policy.READ):
             async with db.execute(sql, params) as cur:
                 rows = list(await cur.fetchmany(limit + 1))
@@ -492,16 +495,23 @@ class EventLog:
         """Copy events 1..``at_seq`` into ``target`` (new ids) and rebuild its state.
 
         Only statements the hub recorded are re-run: the ``statements`` of
-        ``state.changed`` events and the top-level ``state`` of published events.
+        ``state.changed`` events and the top-level ``state`` of published events. Open
+        permission requests are rebuilt too, so they can be answered in the fork.
         """
         db = target._writer
         assert db is not None
+        perms: dict[str, Permission] = {}
         await db.execute("BEGIN IMMEDIATE")
         try:
             rows: list[tuple[Any, ...]] = []
             async for raw in self.iter_raw(at_seq):
                 event = orjson.loads(raw)
                 event["id"] = protocol.new_event_id()
+                if event["type"] in PERMISSION_TYPES:
+                    await db.execute(INSERT_PERMISSION, target._permission_row(
+                        event["type"], event["data"], orjson.dumps(event["source"]),
+                        event["seq"], perms,
+                    ))
                 stmts = event.get("state") or (
                     event["data"].get("statements") if event["type"] == "state.changed" else None
                 )
@@ -525,11 +535,14 @@ class EventLog:
                 await db.execute("ROLLBACK")
             target.head_seq = target.last_ts = 0
             raise
+        target.permissions.update(perms)
 
 
-def sql_error(exc: sqlite3.Error, denial: str | None, timeout: float) -> ProtocolError:
+def sql_error(exc: Exception, denial: str | None, timeout: float) -> ProtocolError:
     """The protocol error for a failed client statement."""
     text = str(exc)
+    if isinstance(exc, OverflowError):
+        return InvalidParams("an SQL parameter is too large: integers must fit in 64 bits")
     if denial is not None:  # the authorizer refused something in this statement
         return Forbidden(f"SQL refused: {denial}", {"sqlite": text})
     if isinstance(exc, sqlite3.OperationalError) and text == "interrupted":

@@ -90,7 +90,10 @@ class Raw:
         return msg
 
     async def response(self, request_id: Any, timeout: float = 5.0) -> dict[str, Any]:
-        """The response to ``request_id``; notifications seen meanwhile are kept."""
+        """The response to ``request_id``; other frames seen meanwhile are kept."""
+        for i, msg in enumerate(self.notifications):
+            if msg.get("id") == request_id and "method" not in msg:
+                return self.notifications.pop(i)
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.recv(timeout)

@@ -1,0 +1,5 @@
+"""``python -m axtui``."""
+
+from axtui.cli import main
+
+main()
