@@ -33,7 +33,6 @@ from axtui import __version__
 from server.protocol import (
     PROTOCOL_VERSION,
     CannotResume,
-    CloseCode,
     NotFound,
     ProtocolError,
     error_from_json,
@@ -42,6 +41,7 @@ from server.protocol import (
 log = logging.getLogger("axtui.client")
 
 __all__ = [
+    "CannotResume",
     "ConnectionLost",
     "HubAuthError",
     "HubClient",
@@ -174,6 +174,7 @@ class HubClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._runner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # re-subscriptions under way
         self._closed = False
         self._fatal: BaseException | None = None
 
@@ -315,7 +316,12 @@ class HubClient:
 
     def _resubscribe(self) -> None:
         for sub in list(self._subscriptions.values()):
-            asyncio.create_task(self._subscribe(sub))
+            self._spawn_subscribe(sub)
+
+    def _spawn_subscribe(self, sub: Subscription) -> None:
+        task = asyncio.create_task(self._subscribe(sub))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _subscribe(self, sub: Subscription) -> None:
         params: dict[str, Any] = {"sessionId": sub.session_id, "afterSeq": sub.last_seq}
@@ -368,7 +374,7 @@ class HubClient:
         sub = Subscription(self, session_id, after_seq, epoch, self.max_batches)
         self._subscriptions[session_id] = sub
         if self._ws is not None:
-            asyncio.create_task(self._subscribe(sub))
+            self._spawn_subscribe(sub)
         return sub
 
     async def publish(
@@ -444,5 +450,3 @@ class HubClient:
         )
         return result
 
-
-__all__ += ["CannotResume", "CloseCode"]

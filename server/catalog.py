@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ class Catalog:
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._tx = asyncio.Lock()  # one transaction at a time on the shared connection
+        self._reconciling: asyncio.Task[None] | None = None
 
     def session_path(self, session_id: str) -> Path:
         """The file of a session (the id is validated: no path can be smuggled in)."""
@@ -65,7 +68,11 @@ class Catalog:
         return self.sessions_dir / f"{session_id}.db"
 
     async def open(self) -> None:
-        """Take the lock, open ``hub.db`` and reconcile it with the session files."""
+        """Take the lock, open ``hub.db``, and start reconciling it with the session files.
+
+        Reconciling reads session files (many, after a crash or a lost ``hub.db``), so it
+        runs in a thread in the background; every catalog read waits for it.
+        """
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self._take_lock()
@@ -74,7 +81,7 @@ class Catalog:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.executescript(SCHEMA)
-        await self._reconcile()
+        self._reconciling = asyncio.create_task(self._reconcile(), name="catalog reconcile")
 
     def _take_lock(self) -> None:
         fd = os.open(self.data_dir / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -83,10 +90,8 @@ class Catalog:
         except BlockingIOError:
             os.close(fd)
             holder = ""
-            try:
+            with contextlib.suppress(OSError):
                 holder = (self.data_dir / "hub.lock").read_text().strip()
-            except OSError:
-                pass
             raise DataDirLocked(
                 f"another axtui hub{f' (pid {holder})' if holder else ''} is already using"
                 f" {self.data_dir}; stop it or pass a different --data-dir"
@@ -95,37 +100,36 @@ class Catalog:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    async def ready(self) -> None:
+        """Wait until the catalog agrees with the session files on disk."""
+        if self._reconciling is not None:
+            await asyncio.shield(self._reconciling)
+
     async def _reconcile(self) -> None:
+        """Bring the catalog in line with the files: runs after the hub starts listening."""
         db = self._require()
-        on_disk = {p.name[:-3] for p in self.sessions_dir.iterdir() if p.name.endswith(".db")}
         async with db.execute("SELECT session_id, dirty FROM sessions") as cur:
-            rows = {sid: dirty async for sid, dirty in cur}
-        for sid in sorted(set(rows) - on_disk):
+            rows = {sid: bool(dirty) async for sid, dirty in cur}
+        gone, found, heads = await asyncio.to_thread(scan_sessions, self, rows)
+        for sid in gone:
             log.warning("session %s has no file any more; dropping it from the catalog", sid)
-            await db.execute("DELETE FROM sessions WHERE session_id = ?", (sid,))
-        for sid in sorted(on_disk - set(rows)):
-            if not SESSION_ID_RE.fullmatch(sid):
-                continue
-            try:
-                meta = read_meta(self.session_path(sid))
-            except OSError as exc:
-                log.warning("ignoring %s: %s", sid, exc)
-                continue
-            await self.put(SessionInfo(
-                session_id=meta.session_id, epoch=meta.epoch, title=meta.title,
-                agent=meta.agent, agent_state="suspended" if meta.agent else "none",
-                created_at=meta.created_at, updated_at=meta.created_at,
-                metadata=meta.metadata,
-            ))
-            rows[sid] = 1
-        for sid, dirty in rows.items():
-            if dirty and sid in on_disk:
-                head, ts = read_head(self.session_path(sid))
-                await db.execute(
-                    "UPDATE sessions SET head_seq = ?, updated_at = max(updated_at, ?), dirty = 0"
-                    " WHERE session_id = ?",
-                    (head, ts, sid),
-                )
+        async with self._tx:
+            await db.execute("BEGIN")
+            await db.executemany("DELETE FROM sessions WHERE session_id = ?",
+                                 [(sid,) for sid in gone])
+            await db.executemany(
+                f"INSERT INTO sessions ({COLUMNS}, dirty) VALUES (?,?,?,?,?,?,?,?,?,0)",
+                [_row(info) for info in found],
+            )
+            await db.executemany(
+                "UPDATE sessions SET head_seq = ?, updated_at = max(updated_at, ?), dirty = 0"
+                " WHERE session_id = ?",
+                heads,
+            )
+            await db.execute("COMMIT")
+        if found or heads:
+            log.info("catalog reconciled: %d sessions found, %d heads refreshed",
+                     len(found), len(heads))
 
     def _require(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -134,6 +138,9 @@ class Catalog:
 
     async def close(self) -> None:
         """Close the database and release the lock."""
+        if self._reconciling is not None:
+            with contextlib.suppress(Exception):
+                await self._reconciling
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -143,6 +150,7 @@ class Catalog:
 
     async def put(self, info: SessionInfo, *, dirty: bool = False) -> None:
         """Insert or replace a session's row."""
+        await self.ready()
         async with self._tx:
             await self._require().execute(
                 f"INSERT OR REPLACE INTO sessions ({COLUMNS}, dirty) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -151,6 +159,7 @@ class Catalog:
 
     async def update_heads(self, infos: Iterable[SessionInfo], *, dirty: bool) -> None:
         """Record the head, times and agent state of open sessions in one transaction."""
+        await self.ready()
         rows = [
             (i.head_seq, i.updated_at, i.agent_state, int(dirty), i.session_id) for i in infos
         ]
@@ -172,6 +181,7 @@ class Catalog:
 
     async def get(self, session_id: str) -> SessionInfo | None:
         """A session's row, or ``None``."""
+        await self.ready()
         async with self._require().execute(
             f"SELECT {COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
         ) as cur:
@@ -180,6 +190,7 @@ class Catalog:
 
     async def delete(self, session_id: str) -> None:
         """Remove a session's row."""
+        await self.ready()
         async with self._tx:
             await self._require().execute(
                 "DELETE FROM sessions WHERE session_id = ?", (session_id,)
@@ -189,6 +200,7 @@ class Catalog:
         self, limit: int, cursor: str | None, agent: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         """Sessions by most recent ``updatedAt`` first, one page, and the next page's cursor."""
+        await self.ready()
         where, args = [], []
         if cursor is not None:
             updated_at, sid = decode_cursor(cursor)
@@ -210,6 +222,40 @@ class Catalog:
             last = infos[-1]
             next_cursor = encode_cursor(last.updated_at, last.session_id)
         return infos, next_cursor
+
+
+def scan_sessions(
+    catalog: Catalog, rows: dict[str, bool]
+) -> tuple[list[str], list[SessionInfo], list[tuple[int, int, str]]]:
+    """Compare the catalog's rows with the files (blocking: run it in a thread).
+
+    Returns the ids whose file is gone, the sessions found on disk without a row, and
+    ``(head, ts, id)`` for rows a crash left dirty.
+    """
+    on_disk = {p.name[:-3] for p in catalog.sessions_dir.iterdir()
+               if p.name.endswith(".db") and SESSION_ID_RE.fullmatch(p.name[:-3])}
+    gone = sorted(set(rows) - on_disk)
+    found: list[SessionInfo] = []
+    for sid in sorted(on_disk - set(rows)):
+        path = catalog.session_path(sid)
+        try:
+            meta = read_meta(path)
+            head, ts = read_head(path)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            continue
+        found.append(SessionInfo(
+            session_id=meta.session_id, epoch=meta.epoch, title=meta.title, agent=meta.agent,
+            head_seq=head, agent_state="suspended" if meta.agent else "none",
+            created_at=meta.created_at, updated_at=max(ts, meta.created_at),
+            metadata=meta.metadata,
+        ))
+    heads = []
+    for sid, dirty in rows.items():
+        if dirty and sid in on_disk:
+            head, ts = read_head(catalog.session_path(sid))
+            heads.append((head, ts, sid))
+    return gone, found, heads
 
 
 def encode_cursor(updated_at: int, session_id: str) -> str:

@@ -142,7 +142,7 @@ async def session_unsubscribe(hub: Hub, conn: ClientConnection, p: Params) -> An
     return {}
 
 
-def encoded_size(conn: ClientConnection, hub: Hub, *parts: bytes | None) -> None:
+def check_event_size(hub: Hub, *parts: bytes | None) -> None:
     """Refuse event data over ``hub.max_event_bytes``."""
     size = sum(len(x) for x in parts if x)
     limit = hub.config.hub.max_event_bytes
@@ -168,7 +168,7 @@ async def session_publish(hub: Hub, conn: ClientConnection, p: Params) -> Any:
         statements = protocol.parse_statements(p.get("state"), "state")
         recorded = protocol.dumps(p.get("state"))
     encoded = protocol.dumps(data)
-    encoded_size(conn, hub, encoded, recorded)
+    check_event_size(hub, encoded, recorded)
     session = await hub.sessions.get(sid)
     future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
     result = await session.submit(Append(
@@ -248,7 +248,7 @@ async def state_exec(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     raw_statements = p.get("statements")
     statements = protocol.parse_statements(raw_statements, "statements")
     recorded = orjson.dumps(raw_statements)
-    encoded_size(conn, hub, recorded)
+    check_event_size(hub, recorded)
     session = await hub.sessions.get(sid)
     future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
     result = await session.submit(Append(

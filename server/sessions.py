@@ -149,8 +149,8 @@ class Subscription:
                 self._send(page)
                 await self.sink.drained()
             self.live = True  # no await since the loop's last check: see the module docstring
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, ConnectionError):
+            self.stop()  # the client went away: nothing to tell it
         except Exception:
             log.exception("subscription to %s failed during catch-up", session.id)
             self.stop()
@@ -483,7 +483,9 @@ class SessionRegistry:
                 await event_log.close()
                 remove_files(path)
                 if isinstance(exc, ProtocolError):
-                    raise InternalError(f"the fork could not rebuild its state: {exc.message}")
+                    raise InternalError(
+                        f"the fork could not rebuild its state: {exc.message}"
+                    ) from exc
                 raise
             return await self._register(event_log)
         finally:

@@ -93,7 +93,7 @@ class SqlGuard:
         self.denial = reason
         return _DENY
 
-    def _check(  # noqa: PLR0911 - one rule a line reads best here
+    def _check(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
     ) -> str | None:
         writing = self.policy is Policy.WRITE
@@ -126,7 +126,8 @@ class SqlGuard:
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return "ATTACH and DETACH are not allowed"
         if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
-            return "transaction control is not allowed: the hub runs each request as one transaction"
+            return ("transaction control is not allowed:"
+                    " the hub runs each request as one transaction")
         if not writing:
             return "state/query is read-only: use state/exec to change state"
         if action in _TEMP:

@@ -272,7 +272,9 @@ class EventLog:
 
     async def _stage(
         self, db: aiosqlite.Connection, batch: Sequence[Append]
-    ) -> tuple[list[AppendResult | ProtocolError], list[tuple[int, bytes]], dict[str, Permission]]:
+    ) -> tuple[
+        list[AppendResult | ProtocolError], list[tuple[int, bytes]], dict[str, Permission]
+    ]:
         keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
         known = await self._known_keys(db, keys) if keys else {}
         outcomes: list[AppendResult | ProtocolError] = []
@@ -335,7 +337,8 @@ class EventLog:
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
             async with db.execute(
-                f"SELECT idempotency_key, seq, ts FROM ax_events WHERE idempotency_key IN ({marks})",
+                "SELECT idempotency_key, seq, ts FROM ax_events"
+                f" WHERE idempotency_key IN ({marks})",
                 chunk,
             ) as cur:
                 async for key, seq, ts in cur:
@@ -455,7 +458,8 @@ class EventLog:
             args.extend(glob_for_sqlite(t) for t in types)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         newest = after_seq is None and before_seq is not None
-        sql = f"SELECT seq, raw FROM ax_events {clause} ORDER BY seq {'DESC' if newest else ''} LIMIT ?"
+        order = "DESC" if newest else "ASC"
+        sql = f"SELECT seq, raw FROM ax_events {clause} ORDER BY seq {order} LIMIT ?"
         db = await self._read_conn()
         async with db.execute(sql, (*args, limit)) as cur:
             rows = [raw async for _, raw in cur]
@@ -480,10 +484,12 @@ class EventLog:
         """Run read-only client SQL; returns columns, rows (BLOBs as base64), truncated."""
         db = await self._query_conn()
         self._query_guard.begin_statement()
-        async with self._client_sql(self._query_guard, Policy.READ):
-            async with db.execute(sql, params) as cur:
-                rows = list(await cur.fetchmany(limit + 1))
-                columns = [d[0] for d in cur.description or ()]
+        async with (
+            self._client_sql(self._query_guard, Policy.READ),
+            db.execute(sql, params) as cur,
+        ):
+            rows = list(await cur.fetchmany(limit + 1))
+            columns = [d[0] for d in cur.description or ()]
         truncated = len(rows) > limit
         out = [
             [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in row]

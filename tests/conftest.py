@@ -101,7 +101,9 @@ class Raw:
                     return msg
                 self.notifications.append(msg)
 
-    async def request(self, method: str, params: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+    async def request(
+        self, method: str, params: Any = None, timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Send a request and return the whole response message."""
         request_id = next(self.ids)
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -132,20 +134,20 @@ class Raw:
         result: dict[str, Any] = await self.call("initialize", params)
         return result
 
-    async def events(self, session_id: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def events(
+        self, session_id: str, count: int, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Collect ``count`` events of ``session_id`` from session/events notifications."""
-        out: list[dict[str, Any]] = []
-        kept = []
-        for msg in self.notifications:
-            if msg.get("method") == "session/events" and msg["params"]["sessionId"] == session_id:
-                out.extend(msg["params"]["events"])
-            else:
-                kept.append(msg)
-        self.notifications = kept
+        def ours(msg: dict[str, Any]) -> bool:
+            return bool(msg.get("method") == "session/events"
+                        and msg["params"]["sessionId"] == session_id)
+
+        out = [e for msg in self.notifications if ours(msg) for e in msg["params"]["events"]]
+        self.notifications = [msg for msg in self.notifications if not ours(msg)]
         async with asyncio.timeout(timeout):
             while len(out) < count:
                 msg = await self.recv(timeout)
-                if msg.get("method") == "session/events" and msg["params"]["sessionId"] == session_id:
+                if ours(msg):
                     out.extend(msg["params"]["events"])
                 else:
                     self.notifications.append(msg)
