@@ -149,11 +149,11 @@ class Subscription:
                 self._send(page)
                 await self.sink.drained()
             self.live = True  # no await since the loop's last check: see the module docstring
-        except (asyncio.CancelledError, ConnectionError):
-            self.stop()  # the client went away: nothing to tell it
+        except ConnectionError:
+            session.subscribers.discard(self)  # the client is going away: nothing to tell it
         except Exception:
             log.exception("subscription to %s failed during catch-up", session.id)
-            self.stop()
+            session.subscribers.discard(self)
             self.sink.subscription_failed(session.id)
 
     def _send(self, page: list[tuple[int, bytes]]) -> None:
