@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import fnmatch
 import os
 import re
 import time
@@ -209,6 +208,7 @@ METHOD_ROLES: dict[str, Role] = {
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
+MAX_INT = 2**63 - 1  # SQLite's largest integer
 MAX_TYPE_LEN = 64
 MAX_IDEMPOTENCY_KEY_LEN = 128
 RESERVED_PREFIXES = ("agent.", "turn.", "tool.", "session.", "hub.")
@@ -248,12 +248,6 @@ def check_event_type(value: object, *, client: bool) -> str:
             {"type": value},
         )
     return value
-
-
-def type_patterns_regex(patterns: list[str]) -> re.Pattern[str]:
-    """One regex matching any of the glob ``patterns`` (``*`` matches any run)."""
-    parts = [fnmatch.translate(p).replace("(?s:", "(?:", 1) for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in parts))
 
 
 # --- params ------------------------------------------------------------------------------
@@ -302,8 +296,9 @@ class Params:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
             self._fail(name, "an integer")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        hi = MAX_INT if hi is None else hi
+        if (lo is not None and value < lo) or value > hi:
+            bounds = f"between {lo} and {hi}" if lo is not None else f"at most {hi}"
             self._fail(name, f"an integer {bounds}")
         return value
 

@@ -13,14 +13,28 @@ Two policies share one rule set:
 A connection that ever runs client SQL must be opened with ``cached_statements=0``: SQLite
 consults the authorizer only when a statement is prepared, and a cached statement
 prepared for the hub would otherwise run for a client unchecked.
+
+How the ``events`` view is told apart: SQLite names the view as the source of the reads
+it makes of ``ax_events``, but it names a CTE called ``events`` the same way. Each use of
+the view reads the columns of its definition in one fixed order (:data:`EVENTS_VIEW_READS`),
+so reads attributed to ``events`` must follow that order exactly; a CTE that reads
+anything else is refused. A CTE that copies the order exactly can at most show the event
+JSON, which ``session/history`` gives every viewer anyway.
+
+A guard also carries the deadline of the statement it watches: its :meth:`SqlGuard.expired`
+is the connection's progress handler.
 """
 
 from __future__ import annotations
 
 import enum
 import sqlite3
+import time
 
 EVENTS_VIEW = "events"
+# The columns of ax_events that one use of the events view reads, in order (see SCHEMA in
+# server/store.py; tests/server/test_sqlguard.py checks that they agree).
+EVENTS_VIEW_READS = ("seq", "ts", "type", "raw", "raw", "turn_id")
 _DENY = sqlite3.SQLITE_DENY
 _OK = sqlite3.SQLITE_OK
 
@@ -75,11 +89,18 @@ class SqlGuard:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.denial: str | None = None
+        self.deadline = 0.0  # time.monotonic() after which the statement is interrupted
+        self._view_pos = 0  # where this statement is in EVENTS_VIEW_READS
         self._through_view = False  # this statement reads the log through the events view
 
     def begin_statement(self) -> None:
         """Call before preparing each client statement."""
+        self._view_pos = 0
         self._through_view = False
+
+    def expired(self) -> int:
+        """The progress handler: non-zero interrupts the running statement."""
+        return 1 if self.deadline and time.monotonic() > self.deadline else 0
 
     def __call__(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
@@ -104,6 +125,12 @@ class SqlGuard:
             if table in FORBIDDEN_TABLES:
                 return f"reading {arg1} is not allowed"
             if inner == EVENTS_VIEW:
+                expected = EVENTS_VIEW_READS[self._view_pos]
+                if table != "ax_events" or arg2 != expected:
+                    if table.startswith("ax_"):
+                        return f"the hub's table {arg1} is not readable (use the events view)"
+                    return None  # a CTE named events reading the client's own tables
+                self._view_pos = (self._view_pos + 1) % len(EVENTS_VIEW_READS)
                 self._through_view = True
                 return None
             # When SQLite flattens the events view it also checks a read of ax_events with

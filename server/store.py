@@ -138,7 +138,6 @@ class EventLog:
         self._query: aiosqlite.Connection | None = None
         self._write_guard = SqlGuard(Policy.HUB)
         self._query_guard = SqlGuard(Policy.READ)
-        self._deadline = 0.0  # monotonic time after which client SQL is interrupted
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -211,7 +210,7 @@ class EventLog:
         await db.execute(f"PRAGMA synchronous={sync}")
         await db.executescript(SCHEMA)
         await db.set_authorizer(self._write_guard)
-        await db.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+        await db.set_progress_handler(self._write_guard.expired, PROGRESS_STEPS)
 
     async def _read_conn(self) -> aiosqlite.Connection:
         if self._reader is None:
@@ -228,12 +227,9 @@ class EventLog:
             )
             await db.execute("PRAGMA query_only=1")
             await db.set_authorizer(self._query_guard)
-            await db.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+            await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
             self._query = db
         return self._query
-
-    def _past_deadline(self) -> int:
-        return 1 if self._deadline and time.monotonic() > self._deadline else 0
 
     async def close(self) -> None:
         """Close every connection (the data is already committed)."""
@@ -408,7 +404,7 @@ class EventLog:
         """Run client SQL under ``policy`` and a deadline; turn SQLite errors into ours."""
         timeout = self.sql_timeout
         guard.policy, guard.denial = policy, None
-        self._deadline = time.monotonic() + timeout
+        guard.deadline = time.monotonic() + timeout
         try:
             yield
         except (sqlite3.Error, OverflowError) as exc:
@@ -416,7 +412,7 @@ class EventLog:
         finally:
             if guard is self._write_guard:
                 guard.policy = Policy.HUB
-            self._deadline = 0.0
+            guard.deadline = 0.0
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -453,7 +453,8 @@ async def test_viewer_cannot_change_anything(
         assert err["data"]["role"] == "viewer"
     assert await head(viewer) == 1
     assert [s["sessionId"] for s in (await viewer.call("session/list"))["sessions"]] == ["s"]
-    assert (await viewer.call("state/query", {"sessionId": "s", "sql": "SELECT 1"}))["rows"] == [[1]]
+    rows = await viewer.call("state/query", {"sessionId": "s", "sql": "SELECT 1"})
+    assert rows["rows"] == [[1]]
 
 
 async def test_participant_cannot_delete_or_suspend(
@@ -467,7 +468,8 @@ async def test_participant_cannot_delete_or_suspend(
         err = assert_error(await participant.request(method, {"sessionId": "s"}), FORBIDDEN)
         assert err["data"] == {"role": "participant", "needed": "admin"}
     assert await head(participant) == 1
-    assert (await participant.call("session/publish", {"sessionId": "s", "type": "note"}))["seq"] == 2
+    published = await participant.call("session/publish", {"sessionId": "s", "type": "note"})
+    assert published["seq"] == 2
 
 
 @pytest.mark.parametrize("event_type", [
@@ -691,7 +693,8 @@ async def test_too_many_requests_in_flight_is_overloaded(
     history = await raw.call("session/history", {"sessionId": "s", "limit": 5000})
     assert [e["seq"] for e in history["events"]] == list(range(1, 2 + stored))
     assert await raw.call("ping") == {}
-    assert (await raw.call("session/publish", {"sessionId": "s", "type": "note"}))["seq"] == stored + 2
+    published = await raw.call("session/publish", {"sessionId": "s", "type": "note"})
+    assert published["seq"] == stored + 2
 
 
 async def test_full_session_queue_is_overloaded(
@@ -765,13 +768,13 @@ async def test_hub_shutdown_closes_1001(hub_factory: HubFactory, raw_factory: Ra
     await raw.call("ping")
     stopping = asyncio.create_task(hub.stop())
     try:
-        code = await raw.closed(timeout=5)
+        code = await raw.closed(timeout=3)
     except TimeoutError:
         code = None
     finally:
         await raw.ws.close()  # lets a stuck stop() finish so the test cannot hang
         await asyncio.wait_for(stopping, 10)
-    assert code == 1001, "the hub did not close the client within 5 s of stop()"
+    assert code == 1001, "the hub did not close the client within 3 s of stop()"
 
 
 async def test_slow_subscriber_is_closed_4429_after_its_pending_data(
@@ -973,7 +976,7 @@ async def test_view_over_hub_table_cannot_be_read(raw: Raw) -> None:
 
 
 async def test_trigger_writing_hub_table_cannot_fire(raw: Raw) -> None:
-    """A trigger on a client table that writes ax_events is refused when it fires; all rolled back."""
+    """A trigger on a client table writing ax_events is refused when it fires; all rolled back."""
     await create(raw)
     made = await exec_sql(
         raw,
@@ -1099,14 +1102,14 @@ async def test_runaway_query_is_stopped_while_state_exec_runs(
     )
     for i in range(10):  # some of these overlap the running query
         assert "result" in await exec_sql(writer, f"CREATE TABLE t{i}(a)")
-    done, _ = await asyncio.wait({pending}, timeout=5)
+    done, _ = await asyncio.wait({pending}, timeout=3)
     if not done:
         # Free the stuck query thread so that the hub can stop, then report.
         session = hub.sessions.open["s"]
         if session.log._query is not None:
             await session.log._query.interrupt()
         await asyncio.wait({pending}, timeout=5)
-        pytest.fail("the runaway query was not stopped within 5 s (query_timeout is 0.3 s)")
+        pytest.fail("the runaway query was not stopped within 3 s (query_timeout is 0.3 s)")
     msg = pending.result()
     assert "error" in msg and msg["error"]["code"] in CONTRACT_CODES
     assert (await reader.call("state/query", {"sessionId": "s", "sql": "SELECT 1"}))["rows"] \

@@ -198,7 +198,14 @@ def plausible_params(draw: st.DrawFn, method: str) -> dict[str, Any]:
     return params
 
 
-FRESH = object()  # placeholder: the runner puts a fresh, unique id here
+class _Fresh:
+    """The placeholder for a request id; the runner puts a fresh, unique id in its place."""
+
+    def __repr__(self) -> str:
+        return "FRESH"
+
+
+FRESH = _Fresh()
 
 
 @dataclass(frozen=True)
@@ -363,6 +370,11 @@ class Fuzzer:
             self.raw = None
             assert code in DOCUMENTED_CLOSE_CODES, f"connection closed with {code}"
             return
+        except BaseException:
+            # Answers still in flight must not leak into the next (shrinking) example.
+            self.raw = None
+            await raw.ws.close()
+            raise
         # The null-id errors are queued before the sentinel's answer, so all are counted.
         assert null_min <= nulls <= null_max, (nulls, null_min, null_max, batch)
 

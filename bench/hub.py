@@ -1,0 +1,163 @@
+"""The hub under test: ``axtui serve`` as a separate process on a temp data dir.
+
+The benchmark never runs the hub in its own process, so the hub's event loop, threads and
+CPU are its own, as in production. :class:`HubUnderTest` starts it on port 0, learns the
+port from the "listening on" log line, and calls it ready when ``/healthz`` answers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/ws")
+POLL_INTERVAL = 0.001  # seconds between /healthz attempts: the start-time resolution
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def write_config(path: Path, *, durability: str = "full", **hub: object) -> Path:
+    """Write a hub config YAML (loopback, local mode) with ``durability`` and other hub keys."""
+    lines = ["hub:", "  host: 127.0.0.1", f"  durability: {durability}"]
+    lines += [f"  {key}: {value}" for key, value in hub.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class HubUnderTest:
+    """One ``axtui serve --port 0`` process; a context manager that never leaves it running.
+
+    Everything the hub logs is kept (see :attr:`log`) and shown if it fails to start.
+    """
+
+    def __init__(self, data_dir: Path, config: Path) -> None:
+        self.argv = [sys.executable, "-m", "axtui.cli", "serve", "--port", "0",
+                     "--data-dir", str(data_dir), "--config", str(config)]
+        self.proc: subprocess.Popen[str] | None = None
+        self.port: int | None = None
+        self.startup_seconds = 0.0
+        self.listening_seconds = 0.0  # from launch to the "listening on" line
+        self._started = 0.0
+        self._lines: list[str] = []
+        self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> HubUnderTest:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The websocket URL."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def pid(self) -> int:
+        """The hub's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def log(self) -> str:
+        """What the hub wrote to stderr so far."""
+        return "".join(self._lines)
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Launch the process and wait for ``/healthz``; the seconds that took."""
+        assert self.proc is None, "a HubUnderTest runs once; make another to restart"
+        started = self._started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                raise RuntimeError(f"the hub exited with {self.proc.returncode} before it was"
+                                   f" ready:\n{self.log}")
+            if self._listening.wait(POLL_INTERVAL) and self._healthy():
+                self.startup_seconds = time.perf_counter() - started
+                return self.startup_seconds
+            time.sleep(POLL_INTERVAL)
+        self.kill()
+        raise RuntimeError(f"the hub was not ready within {timeout:g} s:\n{self.log}")
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._lines.append(line)
+            if self.port is None and (match := LISTENING.search(line)):
+                self.listening_seconds = time.perf_counter() - self._started
+                self.port = int(match[1])
+                self._listening.set()
+
+    def _healthy(self) -> bool:
+        try:
+            return self.get("/healthz", timeout=1.0)[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
+        """A plain HTTP GET on the hub's port: status and body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    def metrics(self) -> dict[str, float]:
+        """The hub's ``/metrics`` samples by name (histogram buckets left out)."""
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        samples = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, value = line.split()
+                samples[name] = float(value)
+        return samples
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the hub process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM and wait for a clean exit; its exit code (``None`` if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return None
+        self._join_reader()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the hub, as a crash would, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._join_reader()
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
