@@ -95,6 +95,10 @@ class HubUnderTest:
         self.kill()
         raise RuntimeError(f"the hub was not ready within {timeout:g} s:\n{self.log}")
 
+    def since_launch(self) -> float:
+        """Seconds since the process was launched."""
+        return time.perf_counter() - self._started
+
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:

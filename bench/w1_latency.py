@@ -22,8 +22,8 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
 
 from axtui.client import HubClient, Subscription
 from bench import common
@@ -194,7 +194,7 @@ class _Subscribers:
         self.timeout = timeout
         self._local: asyncio.Task[Deliveries] | None = None
         self._go: asyncio.Future[None] | None = None
-        self._children: list[tuple[Any, Connection]] = []
+        self._children: list[tuple[BaseProcess, Connection]] = []
 
     async def start(self) -> None:
         """Connect and subscribe every subscriber; returns when all are live."""
@@ -273,7 +273,7 @@ async def _measure(hub: HubUnderTest, seconds: float, procs: int) -> WorkloadRes
     acks = sorted(publishing.acks_ns)
     ms = 1e-6
     achieved = (count - 1) / (publishing.last_send - publishing.first_send)
-    delivered = after_metrics["axtui_deliveries_total"] - before["axtui_deliveries_total"]
+    delivered = int(after_metrics["axtui_deliveries_total"] - before["axtui_deliveries_total"])
     expected = SUBSCRIBERS * count
     problems = []
     if publishing.errors:
@@ -286,7 +286,7 @@ async def _measure(hub: HubUnderTest, seconds: float, procs: int) -> WorkloadRes
     if len(lat) != expected:
         problems.append(f"{len(lat)} deliveries received, {expected} expected")
     if delivered != expected:
-        problems.append(f"the hub counted {delivered:g} deliveries, {expected} expected")
+        problems.append(f"the hub counted {delivered} deliveries, {expected} expected")
 
     figures = [
         Figure("p50", percentile_ms(lat, 50), "ms"),
