@@ -57,6 +57,13 @@ async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
             await hub.stop()
 
 
+async def restart(hub_factory: HubFactory, hub: Hub) -> Hub:
+    """Stop ``hub`` and start a new one on the same data dir and port."""
+    port = hub.port
+    await hub.stop()
+    return await hub_factory(hub.config.hub.data_dir, port=port)
+
+
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> Hub:
     """A local-mode hub (every client is admin ``local``)."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from axtui.client import HubAuthError, HubClient, HubUnavailable
 from server.hub import Hub
 from server.protocol import CannotResume, Forbidden, NotFound
-from tests.conftest import HubFactory
+from tests.conftest import HubFactory, restart
 
 
 async def test_call_helpers_round_trip(client: HubClient) -> None:
@@ -58,19 +57,16 @@ async def test_subscribe_iterates_backlog_then_live(client: HubClient) -> None:
     assert [e async for e in sub] == []
 
 
-async def test_subscription_survives_hub_restart(hub_factory: HubFactory, tmp_path: Path) -> None:
+async def test_subscription_survives_hub_restart(hub_factory: HubFactory) -> None:
     """After the hub restarts, the client reconnects and resumes with nothing lost or twice."""
-    data_dir = tmp_path / "restart"
-    hub = await hub_factory(data_dir)
-    port = hub.port
+    hub = await hub_factory()
     statuses: list[str] = []
     async with HubClient(hub.url, max_backoff=0.2) as client:
         client.on_status = statuses.append
         await client.create_session(sessionId="live")
         sub = client.subscribe("live")
         assert (await sub.__anext__())["seq"] == 1
-        await hub.stop()
-        hub = await hub_factory(data_dir, port=port)
+        hub = await restart(hub_factory, hub)
         async with HubClient(hub.url) as other:
             for i in range(5):
                 await other.publish("live", "note", {"i": i})
@@ -79,19 +75,14 @@ async def test_subscription_survives_hub_restart(hub_factory: HubFactory, tmp_pa
         assert any("reconnected" in s for s in statuses)
 
 
-async def test_recreated_session_ends_subscription_with_cannot_resume(
-    hub_factory: HubFactory, tmp_path: Path
-) -> None:
+async def test_recreated_session_ends_subscription_with_cannot_resume(hub_factory: HubFactory) -> None:
     """A session recreated under the same id while away ends the iterator with -32010."""
-    data_dir = tmp_path / "epoch"
-    hub = await hub_factory(data_dir)
-    port = hub.port
+    hub = await hub_factory()
     async with HubClient(hub.url, max_backoff=0.2) as client:
         await client.create_session(sessionId="e")
         sub = client.subscribe("e")
         await sub.__anext__()
-        await hub.stop()
-        hub = await hub_factory(data_dir, port=port)
+        hub = await restart(hub_factory, hub)
         async with HubClient(hub.url) as admin:
             await admin.call("session/delete", {"sessionId": "e"})
             await admin.create_session(sessionId="e")
@@ -129,20 +120,17 @@ async def test_unreachable_hub_is_reported(hub: Hub) -> None:
     assert "cannot reach" in str(info.value)
 
 
-async def test_publish_with_key_is_retried_across_reconnect(
-    hub_factory: HubFactory, tmp_path: Path
-) -> None:
+async def test_publish_with_key_is_retried_across_reconnect(hub_factory: HubFactory) -> None:
     """A keyed publish made while the hub is down completes once it is back, stored once."""
-    data_dir = tmp_path / "retry"
-    hub = await hub_factory(data_dir)
-    port = hub.port
+    hub = await hub_factory()
     async with HubClient(hub.url, max_backoff=0.2) as client:
         await client.create_session(sessionId="k")
+        port = hub.port
         await hub.stop()
         pending = asyncio.create_task(
             client.publish("k", "note", {"x": 1}, idempotency_key="once")
         )
-        hub = await hub_factory(data_dir, port=port)
+        hub = await hub_factory(hub.config.hub.data_dir, port=port)
         ack = await asyncio.wait_for(pending, 10)
         again = await client.publish("k", "note", {"x": 1}, idempotency_key="once")
         assert again == {**ack, "duplicate": True}

@@ -6,7 +6,7 @@ import asyncio
 
 from server.hub import Hub
 from server.sessions import Source
-from tests.conftest import HubFactory, Raw, RawFactory
+from tests.conftest import HubFactory, Raw, RawFactory, restart
 
 REQUEST = {
     "requestId": "perm-1",
@@ -58,14 +58,13 @@ async def test_answer_must_name_an_offered_option(hub: Hub, raw: Raw) -> None:
                                        "data": {"requestId": "perm-1", "outcome": "cancelled"}})
 
 
-async def test_open_request_survives_restart(hub_factory: HubFactory, raw_factory: RawFactory,
-                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_open_request_survives_restart(hub_factory: HubFactory,
+                                             raw_factory: RawFactory) -> None:
     """After a hub restart the request is still open, and a late joiner can answer it."""
-    hub = await hub_factory(tmp_path / "d")
+    hub = await hub_factory()
     raw = await raw_factory(hub)
     await open_request(hub, raw, "r")
-    await hub.stop()
-    hub = await hub_factory(tmp_path / "d")
+    hub = await restart(hub_factory, hub)
     late = await raw_factory(hub)
     history = await late.call("session/history", {"sessionId": "r", "types": ["permission.*"]})
     assert history["events"][0]["data"]["requestId"] == "perm-1"
