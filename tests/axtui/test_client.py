@@ -75,7 +75,9 @@ async def test_subscription_survives_hub_restart(hub_factory: HubFactory) -> Non
         assert any("reconnected" in s for s in statuses)
 
 
-async def test_recreated_session_ends_subscription_with_cannot_resume(hub_factory: HubFactory) -> None:
+async def test_recreated_session_ends_subscription_with_cannot_resume(
+    hub_factory: HubFactory,
+) -> None:
     """A session recreated under the same id while away ends the iterator with -32010."""
     hub = await hub_factory()
     async with HubClient(hub.url, max_backoff=0.2) as client:
