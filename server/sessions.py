@@ -333,6 +333,7 @@ class SessionRegistry:
         self.open: dict[str, Session] = {}
         self._opening: dict[str, asyncio.Future[Session]] = {}
         self._reserved: set[str] = set()  # ids being created right now
+        self._deleting: set[str] = set()  # ids being deleted right now: never reopened
         self._janitor: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -348,6 +349,8 @@ class SessionRegistry:
 
     async def get(self, session_id: str) -> Session:
         """The open session, opening its file if needed; :class:`NotFound` if none."""
+        if session_id in self._deleting:
+            raise not_found(session_id)
         session = self.open.get(session_id)
         if session is not None:
             session.last_used = time.monotonic()
@@ -385,6 +388,8 @@ class SessionRegistry:
 
     async def info(self, session_id: str) -> SessionInfo:
         """A session's description without opening it."""
+        if session_id in self._deleting:
+            raise not_found(session_id)
         session = self.open.get(session_id)
         if session is not None:
             return session.info
@@ -416,7 +421,8 @@ class SessionRegistry:
 
     def _reserve(self, session_id: str | None) -> str:
         sid = session_id or protocol.new_session_id()
-        if sid in self._reserved or sid in self.open or self.catalog.session_path(sid).exists():
+        if (sid in self._reserved or sid in self.open or sid in self._deleting
+                or self.catalog.session_path(sid).exists()):
             raise Conflict(f"session {sid} already exists", {"sessionId": sid})
         self._reserved.add(sid)
         return sid
@@ -512,11 +518,15 @@ class SessionRegistry:
     async def delete(self, session_id: str) -> None:
         """Delete a session: subscribers are told, pending publishes fail, files go."""
         session = await self.get(session_id)
-        self.open.pop(session_id, None)
-        self.metrics.sessions_open = len(self.open)
-        await session.close(deleted=True)
-        await self.catalog.delete(session_id)
-        remove_files(self.catalog.session_path(session_id))
+        self._deleting.add(session_id)
+        try:
+            self.open.pop(session_id, None)
+            self.metrics.sessions_open = len(self.open)
+            await session.close(deleted=True)
+            await self.catalog.delete(session_id)
+            remove_files(self.catalog.session_path(session_id))
+        finally:
+            self._deleting.discard(session_id)
         for obs in self.observers:
             obs.session_deleted(session_id)
 

@@ -29,7 +29,7 @@ import aiosqlite
 import orjson
 
 from server import protocol
-from server.protocol import Conflict, Forbidden, InvalidParams, ProtocolError
+from server.protocol import Conflict, Forbidden, InvalidParams, NotFound, ProtocolError
 from server.sqlguard import Policy, SqlGuard
 
 FORMAT_VERSION = "1"
@@ -136,6 +136,7 @@ class EventLog:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._query: aiosqlite.Connection | None = None
+        self.closed = False
         self._write_guard = SqlGuard(Policy.HUB)
         self._query_guard = SqlGuard(Policy.READ)
 
@@ -212,15 +213,28 @@ class EventLog:
         await db.set_authorizer(self._write_guard)
         await db.set_progress_handler(self._write_guard.expired, PROGRESS_STEPS)
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NotFound(f"session {self.meta.session_id} does not exist",
+                           {"sessionId": self.meta.session_id})
+
     async def _read_conn(self) -> aiosqlite.Connection:
+        self._check_open()
         if self._reader is None:
-            self._reader = await aiosqlite.connect(
-                self.path, isolation_level=None, check_same_thread=False
+            # mode=rw: a reader never creates a file that was deleted meanwhile.
+            reader = await aiosqlite.connect(
+                f"file:{self.path}?mode=rw", uri=True, isolation_level=None,
+                check_same_thread=False,
             )
-            self._reader.text_factory = bytes
+            reader.text_factory = bytes
+            if self.closed:  # closed while connecting
+                await reader.close()
+                self._check_open()
+            self._reader = reader
         return self._reader
 
     async def _query_conn(self) -> aiosqlite.Connection:
+        self._check_open()
         if self._query is None:
             db = await aiosqlite.connect(
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None, cached_statements=0
@@ -228,11 +242,15 @@ class EventLog:
             await db.execute("PRAGMA query_only=1")
             await db.set_authorizer(self._query_guard)
             await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
+            if self.closed:  # closed while connecting
+                await db.close()
+                self._check_open()
             self._query = db
         return self._query
 
     async def close(self) -> None:
         """Close every connection (the data is already committed)."""
+        self.closed = True
         for name in ("_query", "_reader", "_writer"):
             db = getattr(self, name)
             setattr(self, name, None)

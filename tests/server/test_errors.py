@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -128,6 +132,33 @@ async def event_seqs(raw: Raw, sid: str = "s") -> list[int]:
     result = await raw.call("state/query", {"sessionId": sid,
                                             "sql": "SELECT seq, type FROM events ORDER BY seq"})
     return [row[0] for row in result["rows"]]
+
+
+def database_threads() -> set[threading.Thread]:
+    """The live worker threads of aiosqlite connections."""
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
+async def close_leaked_database_threads(before: set[threading.Thread]) -> int:
+    """Close aiosqlite connections still open since ``before``; return how many there were.
+
+    Call it once every hub is stopped. A connection left open keeps a non-daemon thread
+    alive, and that thread would stop the test process from ever exiting.
+    """
+    deadline = time.monotonic() + 2  # closed connections' threads end right after close
+    while (extra := database_threads() - before) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if not extra:
+        return 0
+    for obj in gc.get_objects():
+        try:
+            leaked = isinstance(obj, aiosqlite.Connection) and obj._thread in extra
+        except ReferenceError:  # a dead weak proxy
+            continue
+        if leaked:
+            with contextlib.suppress(Exception):
+                await obj.close()
+    return len(extra)
 
 
 async def token_conn(raw_factory: RawFactory, hub: Hub, token: str) -> Raw:
@@ -548,21 +579,27 @@ async def test_request_racing_delete_does_not_resurrect_the_session(
     hub: Hub, raw: Raw, method: str, extra: dict[str, Any]
 ) -> None:
     """A request right behind session/delete gets a result or -32004; the session stays gone."""
-    await create(raw)
-    await raw.call("session/publish", {"sessionId": "s", "type": "note"})
-    await raw.send(request("delete", "session/delete", {"sessionId": "s"}))
-    await raw.send(request("racer", method, {"sessionId": "s", **extra}))
-    got = await collect(raw, ["delete", "racer"])
-    assert got["delete"].get("result") == {}, got["delete"]
-    if "error" in got["racer"]:
-        assert_error(got["racer"], NOT_FOUND)
-    assert_error(await raw.request("session/get", {"sessionId": "s"}), NOT_FOUND)
-    sessions_dir = hub.config.hub.data_dir / "sessions"
-    assert sorted(p.name for p in sessions_dir.iterdir()) == []
-    await create(raw)  # the id is free again
-    await raw.call("session/subscribe", {"sessionId": "s"})
-    assert [e["seq"] for e in await raw.events("s", 1)] == [1]
-    assert await raw.call("ping") == {}
+    before = database_threads()
+    try:
+        await create(raw)
+        await raw.call("session/publish", {"sessionId": "s", "type": "note"})
+        await raw.send(request("delete", "session/delete", {"sessionId": "s"}))
+        await raw.send(request("racer", method, {"sessionId": "s", **extra}))
+        got = await collect(raw, ["delete", "racer"])
+        assert got["delete"].get("result") == {}, got["delete"]
+        if "error" in got["racer"]:
+            assert_error(got["racer"], NOT_FOUND)
+        assert_error(await raw.request("session/get", {"sessionId": "s"}), NOT_FOUND)
+        sessions_dir = hub.config.hub.data_dir / "sessions"
+        assert sorted(p.name for p in sessions_dir.iterdir()) == []
+        await create(raw)  # the id is free again
+        await raw.call("session/subscribe", {"sessionId": "s"})
+        assert [e["seq"] for e in await raw.events("s", 1)] == [1]
+        assert await raw.call("ping") == {}
+    finally:
+        await asyncio.wait_for(hub.stop(), 10)
+        leaked = await close_leaked_database_threads(before)
+    assert leaked == 0, f"{leaked} session database connection(s) still open after stop()"
 
 
 async def test_unknown_agent_is_not_found(raw: Raw) -> None:

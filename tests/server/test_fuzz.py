@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from server.hub import Hub
 from server.protocol import METHOD_ROLES, SESSION_ID_RE
 from tests.conftest import HubFactory, Raw, RawFactory
+from tests.server.test_errors import close_leaked_database_threads, database_threads
 
 CONTRACT_CODES = {
     -32700, -32600, -32601, -32602, -32603,
@@ -453,6 +454,8 @@ def inspect_files(data_dir: Path) -> dict[str, tuple[str, int, int, int]]:
             integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
             count, low, high = con.execute(
                 "SELECT count(*), min(seq), max(seq) FROM ax_events").fetchone()
+        except sqlite3.Error as exc:  # e.g. an empty file that is no session at all
+            integrity, count, low, high = f"not a session file: {exc}", 0, 0, 0
         finally:
             con.close()
         out[path.name[:-3]] = (integrity, count, low or 0, high or 0)
@@ -470,9 +473,21 @@ async def test_random_messages_keep_the_hub_consistent(
     ``run_coroutine_threadsafe`` and waits. So Hypothesis keeps its generation and
     shrinking, the hub keeps running between examples, and once Hypothesis is done the
     test checks the end state: ping on a new connection, ``PRAGMA integrity_check`` on
-    every session file, and every session's events dense from seq 1 to ``headSeq``.
+    every session file, every session's events dense from seq 1 to ``headSeq``, and no
+    session database left open once the hub has stopped.
     """
+    before = database_threads()
     hub = await hub_factory(durability="normal", query_timeout=1.0)
+    try:
+        await fuzz(hub, raw_factory)
+    finally:
+        await asyncio.wait_for(hub.stop(), 10)
+        leaked = await close_leaked_database_threads(before)
+    assert leaked == 0, f"{leaked} session database connection(s) still open after stop()"
+
+
+async def fuzz(hub: Hub, raw_factory: RawFactory) -> None:
+    """Drive Hypothesis against ``hub`` (see the test's docstring), then check the end state."""
     setup = await raw_factory(target=hub)
     for sid in POOL[:2]:
         await setup.call("session/create", {"sessionId": sid})
