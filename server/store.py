@@ -29,6 +29,7 @@ import aiosqlite
 import orjson
 
 from server import protocol
+from server.permissions import Permission, permission_row
 from server.protocol import Conflict, Forbidden, InvalidParams, NotFound, ProtocolError
 from server.sqlguard import Policy, SqlGuard
 
@@ -97,17 +98,6 @@ class AppendResult:
     ts: int
     duplicate: bool = False
     changes: int = 0
-
-
-@dataclass(slots=True)
-class Permission:
-    """A permission request recorded in the log, and who answered it."""
-
-    request_id: str
-    request_seq: int
-    option_ids: list[str]
-    answered_seq: int | None = None
-    answered_by: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -305,8 +295,9 @@ class EventLog:
                 perm_row = None
                 if item.type in PERMISSION_TYPES:
                     assert item.data is not None
-                    perm_row = self._permission_row(
-                        item.type, orjson.loads(item.data), item.source, seq + 1, perms
+                    perm_row = permission_row(
+                        self.permissions, item.type, orjson.loads(item.data), item.source,
+                        seq + 1, perms,
                     )
                 changes = 0
                 if item.statements:
@@ -358,44 +349,6 @@ class EventLog:
                 async for key, seq, ts in cur:
                     known[key] = AppendResult(seq, ts, True)
         return known
-
-    def _permission_row(
-        self, event_type: str, data: dict[str, Any], source: bytes, seq: int,
-        staged: dict[str, Permission],
-    ) -> tuple[Any, ...]:
-        """Track a permission event; refuse an answer to a request that is not open.
-
-        Returns the ``ax_permissions`` row to write with the event; ``staged`` holds this
-        transaction's changes until it commits.
-        """
-        rid = data.get("requestId")
-        if not isinstance(rid, str):
-            raise InvalidParams("data.requestId must be a string", {"param": "data.requestId"})
-        if event_type == "permission.request":
-            options = [o.get("optionId") for o in data.get("options", []) if isinstance(o, dict)]
-            opened = Permission(rid, seq, [o for o in options if isinstance(o, str)])
-            staged[rid] = opened
-            return (rid, seq, orjson.dumps(opened.option_ids).decode(), None, None)
-        perm = staged.get(rid) or self.permissions.get(rid)
-        if perm is None:
-            raise Conflict(f"permission request {rid} is not open", {"requestId": rid})
-        if perm.answered_by is not None:
-            who = perm.answered_by
-            raise Conflict(
-                f"permission request {rid} was already answered by {who.get('name')}"
-                f" via {who.get('client') or who.get('kind')}",
-                {"requestId": rid, "answeredBy": who, "answeredSeq": perm.answered_seq},
-            )
-        option = data.get("optionId")
-        if data.get("outcome") != "cancelled" and option not in perm.option_ids:
-            raise InvalidParams(
-                f"optionId must be one of {perm.option_ids} (or outcome: cancelled)",
-                {"param": "data.optionId"},
-            )
-        staged[rid] = Permission(rid, perm.request_seq, perm.option_ids, seq,
-                                 orjson.loads(source))
-        return (rid, perm.request_seq, orjson.dumps(perm.option_ids).decode(), seq,
-                source.decode())
 
     async def _run_client_writes(
         self, db: aiosqlite.Connection, statements: list[tuple[str, Any]]
@@ -528,9 +481,9 @@ class EventLog:
                 event = orjson.loads(raw)
                 event["id"] = protocol.new_event_id()
                 if event["type"] in PERMISSION_TYPES:
-                    await db.execute(INSERT_PERMISSION, target._permission_row(
-                        event["type"], event["data"], orjson.dumps(event["source"]),
-                        event["seq"], perms,
+                    await db.execute(INSERT_PERMISSION, permission_row(
+                        target.permissions, event["type"], event["data"],
+                        orjson.dumps(event["source"]), event["seq"], perms,
                     ))
                 stmts = event.get("state") or (
                     event["data"].get("statements") if event["type"] == "state.changed" else None

@@ -1,0 +1,1 @@
+"""Bundled ACP agents: echo, demo, llm."""
