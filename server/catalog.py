@@ -188,6 +188,24 @@ class Catalog:
             row = await cur.fetchone()
         return _info(row) if row else None
 
+    async def agent_session(self, session_id: str) -> str | None:
+        """The agent's own session id for this session (to resume it), if any."""
+        await self.ready()
+        async with self._require().execute(
+            "SELECT agent_session_id FROM sessions WHERE session_id = ?", (session_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def set_agent_session(self, session_id: str, agent_session_id: str | None) -> None:
+        """Remember the agent's own session id."""
+        await self.ready()
+        async with self._tx:
+            await self._require().execute(
+                "UPDATE sessions SET agent_session_id = ? WHERE session_id = ?",
+                (agent_session_id, session_id),
+            )
+
     async def delete(self, session_id: str) -> None:
         """Remove a session's row."""
         await self.ready()

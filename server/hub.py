@@ -32,7 +32,8 @@ from server.protocol import (
     Role,
     SessionInfo,
 )
-from server.sessions import SessionRegistry
+from server.sessions import Session, SessionRegistry
+from server.supervisor import Supervisor
 
 log = logging.getLogger("axtui.hub")
 
@@ -50,6 +51,7 @@ class Hub:
         self.catalog = Catalog(config.hub.data_dir)
         self.sessions = SessionRegistry(config.hub, self.catalog, config.agents, self.metrics)
         self.sessions.observers.append(self)
+        self.supervisor = Supervisor(self.sessions, config.hub.data_dir, config.agents)
         self.connections: set[ClientConnection] = set()
         self.stopping = False
         self._server: Server | None = None
@@ -105,6 +107,7 @@ class Hub:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        await self.supervisor.close()
         await self.sessions.close_all()
         await self.catalog.close()
         log.info("axtui hub stopped")
@@ -308,6 +311,9 @@ class Hub:
         for conn in watchers:
             for frame in frames:
                 conn.send(frame)
+
+    def events_committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
+        """Watchers learn of new events through session_changed."""
 
     def session_deleted(self, session_id: str) -> None:
         """Tell watchers at once that a session is gone."""

@@ -199,15 +199,15 @@ async def session_history(hub: Hub, conn: ClientConnection, p: Params) -> Any:
 
 @method("session/cancel")
 async def session_cancel(hub: Hub, conn: ClientConnection, p: Params) -> Any:
-    """Cancel the session's running turn, if any (agents: see the supervisor)."""
-    await hub.sessions.info(p.session_id())
+    """Cancel the session's running turn and its open permission requests, if any."""
+    await hub.supervisor.cancel(await hub.sessions.get(p.session_id()))
     return {}
 
 
 @method("session/suspend")
 async def session_suspend(hub: Hub, conn: ClientConnection, p: Params) -> Any:
-    """Stop the session's agent process, if any (agents: see the supervisor)."""
-    await hub.sessions.info(p.session_id())
+    """Stop the session's agent process now (-32009 while a turn runs)."""
+    await hub.supervisor.suspend(await hub.sessions.get(p.session_id()))
     return {}
 
 

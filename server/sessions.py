@@ -95,6 +95,9 @@ class Observer(Protocol):
     def session_deleted(self, session_id: str) -> None:
         """A session was deleted."""
 
+    def events_committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
+        """Events were committed to ``session`` (called before anything else can run)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -186,6 +189,7 @@ class Session:
         self.last_used = time.monotonic()
         self.catalog_stale = False
         self.closed = False
+        self.agent_active = False  # an agent process or turn keeps the session open
         self._queue: deque[Append] = deque()
         self._wake = asyncio.Event()
         self._tail: deque[tuple[int, bytes]] = deque()
@@ -200,7 +204,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """Whether anything keeps the session open (subscribers or pending writes)."""
-        return bool(self.subscribers or self._queue)
+        return bool(self.subscribers or self._queue or self.agent_active)
 
     def submit(self, item: Append) -> asyncio.Future[AppendResult]:
         """Queue an event for the next group commit; await the returned future."""
@@ -267,6 +271,8 @@ class Session:
                         for page in pages(committed, PAGE_BYTES)
                     ]
                 sub.push(frames)
+        for obs in self.registry.observers:
+            obs.events_committed(self, committed)
         self.registry.changed(self)
 
     def tail_from(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]] | None:
@@ -277,22 +283,31 @@ class Session:
         return next(pages(itertools.islice(self._tail, start, start + BACKLOG_EVENTS),
                           max_bytes))
 
+    def enqueue(
+        self, event_type: str, data: dict[str, Any], source: Source, *,
+        turn_id: str | None = None,
+    ) -> asyncio.Future[AppendResult]:
+        """Queue an event on the hub's (or an agent's) behalf without waiting for it.
+
+        Events queued one after another are committed in that order.
+        """
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        return self.submit(Append(event_type, source.to_json(), orjson.dumps(data), future,
+                                  turn_id=turn_id))
+
     async def append(
-        self,
-        event_type: str,
-        data: dict[str, Any] | bytes,
-        source: Source,
-        *,
-        idempotency_key: str | None = None,
+        self, event_type: str, data: dict[str, Any], source: Source, *,
         turn_id: str | None = None,
     ) -> AppendResult:
         """Append one event on the hub's (or an agent's) behalf and wait for the commit."""
-        encoded = data if isinstance(data, bytes) else orjson.dumps(data)
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        return await self.submit(Append(
-            event_type, source.to_json(), encoded, future,
-            idempotency_key=idempotency_key, turn_id=turn_id,
-        ))
+        return await self.enqueue(event_type, data, source, turn_id=turn_id)
+
+    def set_agent_state(self, state: str) -> None:
+        """Record the agent's state (``agentState``) and tell watchers."""
+        if self.info.agent_state != state:
+            self.info.agent_state = state
+            self.catalog_stale = True
+            self.registry.changed(self)
 
     async def close(self, *, deleted: bool = False) -> None:
         """Stop the writer (committing what is queued, unless deleted) and close the file."""

@@ -1,0 +1,219 @@
+"""The client side of the Agent Client Protocol: JSON-RPC 2.0 over an agent's stdio.
+
+A small layer of our own rather than the ACP SDK: ``import acp`` costs about a second and
+pydantic's memory in the hub, and its per-message tasks would make ordering our problem.
+Here one reader task reads the agent's stdout line by line and hands notifications to a
+callback *synchronously, in the order the agent sent them*; the agent's requests (which
+may wait for a person, like a permission) each run as a task. The agent's stderr goes
+straight to a log file, so the operating system drains it, whatever the agent writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("axtui.acp")
+
+MAX_LINE = 10 * 1024 * 1024  # the longest line an agent may send
+STDERR_TAIL_LINES = 20
+
+Notify = Callable[[str, dict[str, Any]], None]
+Serve = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class AgentError(Exception):
+    """An error answer from the agent, or a failure to talk to it."""
+
+    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+class AgentExited(AgentError):
+    """The agent process is gone."""
+
+
+class AgentProcess:
+    """An agent subprocess and the JSON-RPC conversation with it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr_path: Path, stderr_start: int,
+                 on_notification: Notify, on_request: Serve) -> None:
+        self.proc = proc
+        self.stderr_path = stderr_path
+        self.stderr_start = stderr_start  # where this run's stderr begins in the log
+        self._on_notification = on_notification
+        self._on_request = on_request
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.create_task(self._read(), name=f"acp reader {proc.pid}")
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def pid(self) -> int:
+        """The agent's process id."""
+        return self.proc.pid
+
+    @classmethod
+    async def spawn(
+        cls,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        stderr_path: Path,
+        on_notification: Notify,
+        on_request: Serve,
+    ) -> AgentProcess:
+        """Start the agent. Raises ``OSError`` if the command cannot be run."""
+        stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(stderr_path, "ab") as stderr:
+            start = stderr.tell()
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=stderr, env=dict(env), cwd=cwd, limit=MAX_LINE,
+                start_new_session=True,  # its own group: signals reach its children too
+            )
+        return cls(proc, stderr_path, start, on_notification, on_request)
+
+    # --- requests to the agent -------------------------------------------------------------
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a method of the agent and return its result."""
+        request_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        await self._write({"jsonrpc": "2.0", "id": request_id, "method": method,
+                           "params": params})
+        return await fut
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        """Send a notification to the agent."""
+        await self._write({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.is_closing() or self.exited.done():
+            raise AgentExited("the agent is not running")
+        try:
+            stdin.write(orjson.dumps(message) + b"\n")
+            await stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise AgentExited(f"the agent closed its input: {exc}") from None
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        reason = "the agent closed its output"
+        try:
+            while True:
+                try:
+                    line = await stdout.readline()
+                except ValueError:  # asyncio's way of saying the line passed MAX_LINE
+                    reason = f"the agent sent a line longer than {MAX_LINE} bytes"
+                    self.kill()
+                    break
+                if not line:
+                    break
+                self._dispatch(line)
+        finally:
+            code = await self.proc.wait()
+            err = AgentExited(f"{reason} (exit code {code})")
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            self._pending.clear()
+            if not self.exited.done():
+                self.exited.set_result(code)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.debug("agent %d wrote a line that is not JSON; skipped", self.pid)
+            return
+        if not isinstance(msg, dict):
+            return
+        if "method" not in msg:
+            request_id = msg.get("id")
+            fut = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+            if fut is not None and not fut.done():
+                err = msg.get("error")
+                if isinstance(err, dict):
+                    fut.set_exception(AgentError(str(err.get("message", "error")),
+                                                 err.get("code"), err.get("data")))
+                else:
+                    fut.set_result(msg.get("result"))
+            return
+        raw_params = msg.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        if "id" not in msg:
+            try:
+                self._on_notification(msg["method"], params)
+            except Exception:
+                log.exception("handling %s from agent %d failed", msg["method"], self.pid)
+            return
+        task = asyncio.create_task(self._serve(msg["id"], msg["method"], params))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        try:
+            reply["result"] = await self._on_request(method, params)
+        except AgentError as exc:
+            reply["error"] = {"code": exc.code or -32603, "message": str(exc)}
+        except Exception as exc:
+            log.exception("serving %s for agent %d failed", method, self.pid)
+            reply["error"] = {"code": -32603, "message": f"the hub failed: {exc}"}
+        with contextlib.suppress(AgentExited):
+            await self._write(reply)
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the agent's process group."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """Kill the agent and everything it started, at once."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+
+    async def stop(self, grace: float = 2.0) -> int:
+        """Close its input (the polite way), then SIGTERM, then SIGKILL; returns the code."""
+        self.signal(signal.SIGCONT)  # a frozen agent cannot exit
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.exited), grace)
+            except TimeoutError:
+                self.signal(sig)
+        return await self.exited
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        """The last lines the agent wrote to stderr (for error messages)."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(self.stderr_start, f.tell() - 64 * 1024))
+                tail = deque(f.read().decode(errors="replace").splitlines(), maxlen=lines)
+        except OSError:
+            return ""
+        return "\n".join(tail)

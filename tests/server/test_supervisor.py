@@ -1,0 +1,259 @@
+"""Agents as real subprocesses (the bundled echo agent): turns, resume, crashes, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.config import AgentConfig
+from server.hub import Hub
+from tests.conftest import HubFactory, Raw, RawFactory
+
+
+def echo_agent(tmp_path: Path, **overrides: Any) -> AgentConfig:
+    """The bundled echo agent, keeping its transcripts under ``tmp_path``."""
+    agent = AgentConfig(id="echo", command=(sys.executable, "-m", "server.agents.echo"),
+                        env={"AXTUI_ECHO_STATE": str(tmp_path / "echo-state")})
+    return replace(agent, **overrides)
+
+
+async def agent_hub(hub_factory: HubFactory, *agents: AgentConfig, **hub: Any) -> Hub:
+    """A local-mode hub running exactly ``agents``."""
+    started = await hub_factory(**hub)
+    await started.stop()  # restart with the agents configured (config is frozen)
+    config = replace(started.config, agents={a.id: a for a in agents})
+    new = Hub(config)
+    await new.start()
+    hubs.append(new)
+    return new
+
+
+hubs: list[Hub] = []
+
+
+@pytest.fixture(autouse=True)
+async def stop_agent_hubs() -> Any:
+    """Stop the hubs started by agent_hub."""
+    yield
+    while hubs:
+        hub = hubs.pop()
+        if not hub.stopping:
+            await hub.stop()
+
+
+async def until(raw: Raw, sid: str, event_type: str, seen: list[dict[str, Any]],
+                timeout: float = 15.0) -> dict[str, Any]:
+    """Collect events of ``sid`` into ``seen`` until one of ``event_type`` arrives."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for event in await raw.events(sid, 1, timeout=timeout):
+                seen.append(event)
+                if event["type"] == event_type:
+                    return event
+
+
+async def say(raw: Raw, sid: str, text: str) -> int:
+    """Publish a user.message; returns its seq."""
+    result = await raw.call("session/publish", {"sessionId": sid, "type": "user.message",
+                                                "data": {"text": text}})
+    seq: int = result["seq"]
+    return seq
+
+
+async def start_session(raw: Raw, sid: str = "a") -> None:
+    """Create a session with the echo agent and subscribe to it."""
+    await raw.call("session/create", {"sessionId": sid, "agent": "echo"})
+    await raw.call("session/subscribe", {"sessionId": sid})
+
+
+async def test_full_turn_with_echo(hub_factory: HubFactory, raw_factory: RawFactory,
+                                   tmp_path: Path) -> None:
+    """A user.message starts the agent and runs one turn, recorded event by event."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    trigger = await say(raw, "a", "hello")
+    seen: list[dict[str, Any]] = []
+    done = await until(raw, "a", "turn.completed", seen)
+    types = [e["type"] for e in seen]
+    assert types[:4] == ["session.created", "user.message", "agent.status", "agent.status"]
+    assert [e["data"]["state"] for e in seen[2:4]] == ["starting", "ready"]
+    assert seen[3]["data"]["resumeMode"] == "new"
+    started = next(e for e in seen if e["type"] == "turn.started")
+    assert started["data"]["triggerSeq"] == trigger
+    turn_id = started["data"]["turnId"]
+    chunks = [e for e in seen if e["type"] == "agent.message.chunk"]
+    [message] = [e for e in seen if e["type"] == "agent.message"]
+    assert "".join(c["data"]["text"] for c in chunks) == message["data"]["text"]
+    assert message["data"]["text"].startswith("echo: hello")
+    assert message["source"] == {"kind": "agent", "name": "echo"}
+    assert all(e["turnId"] == turn_id for e in seen[seen.index(started):])
+    assert done["data"] == {"turnId": turn_id, "stopReason": "end_turn"}
+    session = (await raw.call("session/get", {"sessionId": "a"}))["session"]
+    assert session["agentState"] == "idle"
+
+
+async def test_messages_during_a_turn_run_in_order(hub_factory: HubFactory,
+                                                   raw_factory: RawFactory,
+                                                   tmp_path: Path) -> None:
+    """Three messages sent during one turn each get their own turn, in order."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    triggers = [await say(raw, "a", t) for t in ("sleep 0.3", "one", "two", "three")]
+    seen: list[dict[str, Any]] = []
+    for _ in triggers:
+        await until(raw, "a", "turn.completed", seen)
+    started = [e["data"]["triggerSeq"] for e in seen if e["type"] == "turn.started"]
+    assert started == triggers
+    replies = [e["data"]["text"].split("\n")[0] for e in seen if e["type"] == "agent.message"]
+    assert replies == ["echo: sleep 0.3", "echo: one", "echo: two", "echo: three"]
+
+
+async def test_suspend_when_idle_and_resume_with_conversation(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
+) -> None:
+    """After idle_timeout the process is gone; the next message resumes the conversation."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=0.3))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "first")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.completed", seen)
+    pid = next(e["data"]["pid"] for e in seen if e["data"].get("state") == "ready")
+    suspended = await until(raw, "a", "agent.status", seen)
+    assert suspended["data"] == {"state": "suspended"}
+    assert not pid_alive(pid)
+    assert (await raw.call("session/get", {"sessionId": "a"}))["session"]["agentState"] \
+        == "suspended"
+    await say(raw, "a", "second")
+    ready = await until(raw, "a", "agent.status", seen)
+    ready = await until(raw, "a", "agent.status", seen)
+    assert ready["data"]["state"] == "ready" and ready["data"]["resumeMode"] == "resume"
+    await until(raw, "a", "turn.completed", seen)
+    last = [e for e in seen if e["type"] == "agent.message"][-1]
+    assert "I have seen 2 messages" in last["data"]["text"]
+
+
+async def test_crash_mid_turn(hub_factory: HubFactory, raw_factory: RawFactory,
+                              tmp_path: Path) -> None:
+    """An agent that dies mid-turn: turn.failed crashed with its stderr; the next turn works."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "crash")
+    seen: list[dict[str, Any]] = []
+    failed = await until(raw, "a", "turn.failed", seen)
+    assert failed["data"]["reason"] == "crashed"
+    assert "exit code 3" in failed["data"]["error"]["message"]
+    assert "crash" in failed["data"]["error"]["message"].split("last output:")[1]
+    await say(raw, "a", "again")
+    done = await until(raw, "a", "turn.completed", seen)
+    assert done["data"]["stopReason"] == "end_turn"
+
+
+async def test_agent_that_cannot_start(hub_factory: HubFactory, raw_factory: RawFactory,
+                                       tmp_path: Path) -> None:
+    """A missing command gives agent.status failed with the reason; the hub keeps going."""
+    broken = AgentConfig(id="echo", command=(str(tmp_path / "no-such-agent"),))
+    hub = await agent_hub(hub_factory, broken)
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "hello")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "agent.status", seen)
+    failed = await until(raw, "a", "agent.status", seen)
+    assert failed["data"]["state"] == "failed"
+    assert "no-such-agent" in failed["data"]["reason"]
+    assert (await raw.call("session/get", {"sessionId": "a"}))["session"]["agentState"] \
+        == "failed"
+    assert await raw.call("ping") == {}
+
+
+async def test_turn_timeout(hub_factory: HubFactory, raw_factory: RawFactory,
+                            tmp_path: Path) -> None:
+    """A turn past turn_timeout is recorded as turn.failed reason=timeout."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, turn_timeout=0.3))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "sleep 30")
+    seen: list[dict[str, Any]] = []
+    failed = await until(raw, "a", "turn.failed", seen)
+    assert failed["data"]["reason"] == "timeout"
+
+
+async def test_cancel_a_running_turn(hub_factory: HubFactory, raw_factory: RawFactory,
+                                     tmp_path: Path) -> None:
+    """session/cancel ends the turn with stopReason cancelled."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "sleep 30")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.started", seen)
+    assert await raw.call("session/cancel", {"sessionId": "a"}) == {}
+    done = await until(raw, "a", "turn.completed", seen)
+    assert done["data"]["stopReason"] == "cancelled"
+
+
+async def test_permission_answered_by_another_client(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
+) -> None:
+    """The agent's permission request is answered from a second client; first answer wins."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "permission")
+    seen: list[dict[str, Any]] = []
+    request = await until(raw, "a", "permission.request", seen)
+    assert {o["optionId"] for o in request["data"]["options"]} == {"allow", "reject"}
+    assert (await raw.call("session/get", {"sessionId": "a"}))["session"]["agentState"] \
+        == "waiting"
+    other = await raw_factory(hub)
+    answer = {"sessionId": "a", "type": "permission.response",
+              "data": {"requestId": request["data"]["requestId"], "optionId": "allow"}}
+    await other.call("session/publish", answer)
+    late = await raw.error("session/publish", answer)
+    assert late["code"] == -32009
+    await until(raw, "a", "turn.completed", seen)
+    last = [e for e in seen if e["type"] == "agent.message"][-1]
+    assert last["data"]["text"].startswith("permission: allow")
+
+
+async def test_no_agent_process_after_hub_stops(hub_factory: HubFactory,
+                                                raw_factory: RawFactory,
+                                                tmp_path: Path) -> None:
+    """Stopping the hub stops its agents; a running turn is recorded as interrupted."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "sleep 30")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.started", seen)
+    pid = next(e["data"]["pid"] for e in seen if e["data"].get("state") == "ready")
+    await hub.stop()
+    assert not pid_alive(pid)
+    hub2 = Hub(hub.config)
+    await hub2.start()
+    hubs.append(hub2)
+    reader = await raw_factory(hub2)
+    history = await reader.call("session/history", {"sessionId": "a", "types": ["turn.*"]})
+    assert history["events"][-1]["type"] == "turn.failed"
+    assert history["events"][-1]["data"]["reason"] == "interrupted"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process (not a zombie) with this pid exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+    finally:
+        _ = os.getpid()
