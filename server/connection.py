@@ -28,10 +28,16 @@ CLOSE_GRACE = 10.0  # seconds a cut-off client gets to read what is pending
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: a token's name and role."""
+    """An authenticated caller: a token's name and role.
+
+    An agent's principal (``kind="agent"``, minted by the hub for one agent process) is
+    confined to its own ``session`` and to :data:`AGENT_METHODS`.
+    """
 
     name: str
     role: Role
+    kind: str = "client"
+    session: str | None = None
 
     def to_json(self) -> dict[str, str]:
         """The wire form."""
@@ -70,7 +76,7 @@ class ClientConnection:
     def source(self) -> Source:
         """The ``source`` of events this client publishes."""
         assert self.principal is not None
-        return Source("client", self.principal.name, self.client_kind)
+        return Source(self.principal.kind, self.principal.name, self.client_kind)
 
     # --- the outbox ------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import secrets
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -51,11 +53,13 @@ class Hub:
         self.catalog = Catalog(config.hub.data_dir)
         self.sessions = SessionRegistry(config.hub, self.catalog, config.agents, self.metrics)
         self.sessions.observers.append(self)
-        self.supervisor = Supervisor(self.sessions, config.hub.data_dir, config.agents)
+        self.supervisor = Supervisor(self.sessions, config.hub.data_dir, config.agents,
+                                     self.agent_credentials)
         self.connections: set[ClientConnection] = set()
         self.stopping = False
         self._server: Server | None = None
         self._header_principals: dict[ServerConnection, Principal] = {}
+        self._agent_tokens: dict[str, Principal] = {}
         self._watch_pending: dict[str, SessionInfo] = {}
         self._watch_timer: asyncio.TimerHandle | None = None
 
@@ -125,7 +129,7 @@ class Hub:
         if path != "/ws":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found: the websocket is at /ws\n")
         header = request.headers.get("Authorization")
-        if header is not None and not self.config.local_mode:
+        if header is not None:
             principal = self._principal_for_header(header)
             if principal is None:
                 return _unauthorized()
@@ -135,11 +139,29 @@ class Hub:
     def _principal_for_header(self, header: str) -> Principal | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
-            return None
-        return self.principal_for_token(token.strip())
+            return None if not self.config.local_mode else LOCAL_PRINCIPAL
+        principal = self.principal_for_token(token.strip())
+        if principal is None and self.config.local_mode:
+            return LOCAL_PRINCIPAL  # local mode: any other header is ignored
+        return principal
+
+    def agent_credentials(
+        self, session_id: str, agent_id: str
+    ) -> tuple[str, str, Callable[[], None]]:
+        """A token for one agent process, confined to its session: (url, token, revoke)."""
+        token = secrets.token_urlsafe(32)
+        self._agent_tokens[token] = Principal(agent_id, Role.PARTICIPANT, "agent", session_id)
+
+        def revoke() -> None:
+            self._agent_tokens.pop(token, None)
+
+        return self.url, token, revoke
 
     def principal_for_token(self, token: str) -> Principal | None:
         """The principal a token stands for (compared in constant time), or ``None``."""
+        agent = self._agent_tokens.get(token)
+        if agent is not None:
+            return agent
         found = None
         for entry in self.config.tokens:
             if hmac.compare_digest(entry.token.encode(), token.encode()):
@@ -150,7 +172,7 @@ class Hub:
 
     async def _handle(self, ws: ServerConnection) -> None:
         principal = self._header_principals.pop(ws, None)
-        if self.config.local_mode:
+        if self.config.local_mode and principal is None:
             principal = LOCAL_PRINCIPAL
         conn = ClientConnection(ws, self.metrics, self.config.hub.max_lag_bytes, principal)
         self.connections.add(conn)
@@ -211,6 +233,8 @@ class Hub:
                     f" {conn.principal.role.label}",
                     {"role": conn.principal.role.label, "needed": needed.label},
                 )
+            if conn.principal.session is not None:
+                check_agent_scope(conn.principal, method, msg.get("params"))
             if self.stopping:
                 raise Overloaded("the hub is shutting down; reconnect in a moment")
             if len(conn.tasks) >= self.config.hub.max_inflight:
@@ -324,6 +348,22 @@ class Hub:
         for conn in self.connections:
             if conn.watching:
                 conn.send(frame)
+
+
+AGENT_METHODS = frozenset({
+    "ping", "session/get", "session/history", "state/query", "state/exec",
+})
+
+
+def check_agent_scope(principal: Principal, method: str, params: Any) -> None:
+    """An agent's token reaches only its own session, and only the state methods."""
+    sid = params.get("sessionId") if isinstance(params, dict) else None
+    if method not in AGENT_METHODS or (method != "ping" and sid != principal.session):
+        raise protocol.Forbidden(
+            f"an agent's token may only use {', '.join(sorted(AGENT_METHODS))}"
+            f" on its own session ({principal.session})",
+            {"session": principal.session},
+        )
 
 
 def _unauthorized() -> Response:

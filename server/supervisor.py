@@ -18,8 +18,9 @@ import contextlib
 import fnmatch
 import logging
 import os
+import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,19 @@ BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 CLIENT_CAPABILITIES = {"fs": {"readTextFile": True, "writeTextFile": True}, "terminal": False}
 
 
+# (session id, agent id) -> (hub url, token, revoke): a token for one agent process.
+Credentials = Callable[[str, str], tuple[str, str, Callable[[], None]]]
+
+
 class Supervisor:
     """Runs the agents of all sessions (a :class:`server.sessions.Observer`)."""
 
     def __init__(self, registry: SessionRegistry, data_dir: Path,
-                 agents: Mapping[str, AgentConfig]) -> None:
+                 agents: Mapping[str, AgentConfig], credentials: Credentials) -> None:
         self.registry = registry
         self.data_dir = data_dir
         self.agents = agents
+        self.credentials = credentials
         self.runs: dict[str, AgentRun] = {}
         registry.observers.append(self)
 
@@ -128,6 +134,7 @@ class AgentRun:
         self.stopping = False
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._revoke: Callable[[], None] = lambda: None
         self._tasks: set[asyncio.Task[Any]] = set()
         session.agent_active = True
 
@@ -204,6 +211,7 @@ class AgentRun:
     async def _start(self) -> str:
         sid = self.session.id
         cwd = self._cwd()
+        url, token, self._revoke = self.supervisor.credentials(sid, self.agent.id)
         self.process = await AgentProcess.spawn(
             self.agent.command, env=self._env(), cwd=str(cwd),
             stderr_path=self.supervisor.data_dir / "logs" / f"{sid}.agent.log",
@@ -216,7 +224,7 @@ class AgentRun:
             }) or {}
             caps = init.get("agentCapabilities") or {}
             known = await self.supervisor.registry.catalog.agent_session(sid)
-            base = {"cwd": str(cwd), "mcpServers": []}
+            base = {"cwd": str(cwd), "mcpServers": [state_server(url, token, sid)]}
             if known and "resume" in (caps.get("sessionCapabilities") or {}):
                 with contextlib.suppress(AgentError):
                     await self.process.request("session/resume", {"sessionId": known, **base})
@@ -459,6 +467,7 @@ class AgentRun:
             return
         code = process.exited.result()
         self.process = None
+        self._revoke()
         state = "exited" if code == 0 else "crashed"
         data: dict[str, Any] = {"state": state, "pid": process.pid}
         if code != 0:
@@ -482,6 +491,7 @@ class AgentRun:
         process, self.process = self.process, None
         if process is not None:
             await process.stop()
+        self._revoke()
         self.supervisor.runs.pop(self.session.id, None)
         self.session.agent_active = False
         if not record or self.session.closed:
@@ -495,6 +505,17 @@ class AgentRun:
         if process is not None:
             await self.session.append("agent.status", {"state": "suspended"}, HUB_SOURCE)
         self.session.set_agent_state("suspended")
+
+
+def state_server(url: str, token: str, session_id: str) -> dict[str, Any]:
+    """The MCP server (stdio) that gives an agent its session's state, for ``mcpServers``."""
+    env = {"AXTUI_HUB_URL": url, "AXTUI_HUB_TOKEN": token, "AXTUI_SESSION_ID": session_id}
+    return {
+        "name": "axtui-state",
+        "command": sys.executable,
+        "args": ["-m", "server.mcp_state"],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+    }
 
 
 def _log_failure(fut: asyncio.Future[AppendResult]) -> None:
