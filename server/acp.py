@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ import orjson
 log = logging.getLogger("axtui.acp")
 
 MAX_LINE = 10 * 1024 * 1024  # the longest line an agent may send
+SETPRIV = shutil.which("setpriv")
 STDERR_TAIL_LINES = 20
 
 Notify = Callable[[str, dict[str, Any]], None]
@@ -77,12 +79,22 @@ class AgentProcess:
         on_notification: Notify,
         on_request: Serve,
     ) -> AgentProcess:
-        """Start the agent. Raises ``OSError`` if the command cannot be run."""
+        """Start the agent. Raises ``OSError`` if the command cannot be run.
+
+        Where util-linux's ``setpriv`` is available the agent is started through it with a
+        parent-death signal, so that even a hub killed with SIGKILL leaves no agent behind.
+        """
+        program = shutil.which(command[0], path=env.get("PATH")) if command else None
+        if program is None:
+            raise FileNotFoundError(2, "no such program", command[0] if command else "")
+        argv = [program, *command[1:]]
+        if SETPRIV is not None:
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         stderr_path.parent.mkdir(parents=True, exist_ok=True)
         with open(stderr_path, "ab") as stderr:
             start = stderr.tell()
             proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=stderr, env=dict(env), cwd=cwd, limit=MAX_LINE,
                 start_new_session=True,  # its own group: signals reach its children too
             )

@@ -188,6 +188,15 @@ class Catalog:
             row = await cur.fetchone()
         return _info(row) if row else None
 
+    async def sessions_in_states(self, states: tuple[str, ...]) -> list[str]:
+        """Ids of the sessions whose recorded ``agentState`` is one of ``states``."""
+        await self.ready()
+        marks = ",".join("?" * len(states))
+        async with self._require().execute(
+            f"SELECT session_id FROM sessions WHERE agent_state IN ({marks})", states
+        ) as cur:
+            return [row[0] async for row in cur]
+
     async def agent_session(self, session_id: str) -> str | None:
         """The agent's own session id for this session (to resume it), if any."""
         await self.ready()

@@ -62,6 +62,7 @@ class Hub:
         self._agent_tokens: dict[str, Principal] = {}
         self._watch_pending: dict[str, SessionInfo] = {}
         self._watch_timer: asyncio.TimerHandle | None = None
+        self._recovery: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -97,6 +98,7 @@ class Hub:
             raise
         log.info("axtui hub listening on %s (data dir %s, %s mode)", self.url, hub.data_dir,
                  "local" if self.config.local_mode else "token")
+        self._recovery = asyncio.create_task(self.supervisor.recover(), name="agent recovery")
 
     async def stop(self) -> None:
         """Shut down: finish requests under way, close clients with 1001, flush, close."""
@@ -111,6 +113,8 @@ class Hub:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        if self._recovery is not None:
+            await self._recovery
         await self.supervisor.close()
         await self.sessions.close_all()
         await self.catalog.close()

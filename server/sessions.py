@@ -308,6 +308,7 @@ class Session:
             self.info.agent_state = state
             self.catalog_stale = True
             self.registry.changed(self)
+            self.registry.persist_soon()
 
     async def close(self, *, deleted: bool = False) -> None:
         """Stop the writer (committing what is queued, unless deleted) and close the file."""
@@ -350,6 +351,8 @@ class SessionRegistry:
         self._reserved: set[str] = set()  # ids being created right now
         self._deleting: set[str] = set()  # ids being deleted right now: never reopened
         self._janitor: asyncio.Task[None] | None = None
+        self._persisting: asyncio.Task[None] | None = None
+        self._persist_again = False
 
     def start(self) -> None:
         """Start closing idle sessions in the background."""
@@ -424,6 +427,20 @@ class SessionRegistry:
             raise InvalidParams(str(exc), {"param": "cursor"}) from None
         return [self.open[i.session_id].info if i.session_id in self.open else i
                 for i in infos], next_cursor
+
+    def persist_soon(self) -> None:
+        """Write changed sessions into the catalog shortly (agent states must survive a crash)."""
+        self._persist_again = True
+        if self._persisting is None or self._persisting.done():
+            self._persisting = asyncio.create_task(self._persist())
+
+    async def _persist(self) -> None:
+        while self._persist_again:
+            self._persist_again = False
+            try:
+                await self.flush_catalog()
+            except Exception:
+                log.exception("could not write session states into the catalog")
 
     async def flush_catalog(self) -> None:
         """Write the heads of open sessions that changed into the catalog."""
@@ -566,6 +583,8 @@ class SessionRegistry:
         """Commit what is queued and close every session (hub shutdown)."""
         if self._janitor is not None:
             self._janitor.cancel()
+        if self._persisting is not None:
+            await self._persisting
         await asyncio.gather(*(self._close(s) for s in list(self.open.values())))
 
 

@@ -18,6 +18,7 @@ import contextlib
 import fnmatch
 import logging
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -105,8 +106,54 @@ class Supervisor:
 
     async def close(self) -> None:
         """Stop every agent (hub shutdown): running turns are recorded as interrupted."""
-        await asyncio.gather(*(run.shutdown(record=True) for run in list(self.runs.values())))
+        await asyncio.gather(*(run.shutdown(record=True, hub_stopping=True)
+                               for run in list(self.runs.values())))
         self.runs.clear()
+
+    async def recover(self) -> None:
+        """After the hub starts: close what the last run left open, re-run what it may.
+
+        A turn without an end is recorded as ``turn.failed`` reason interrupted, its open
+        permission requests as cancelled; with the agent's ``retry_interrupted`` the turn's
+        trigger runs once more (the new ``turn.started`` carries ``retryOf``).
+        """
+        catalog = self.registry.catalog
+        for sid in await catalog.sessions_in_states(("starting", "idle", "running", "waiting")):
+            try:
+                session = await self.registry.get(sid)
+                await self._recover(session)
+            except Exception:
+                log.exception("could not recover the agent of session %s", sid)
+
+    async def _recover(self, session: Session) -> None:
+        agent = self.agents.get(session.info.agent or "")
+        head = session.info.head_seq
+        turns = [orjson.loads(r) for r in await session.log.history(None, head + 1, 2, ["turn.*"])]
+        interrupted = None
+        if turns and turns[-1]["type"] == "turn.started":
+            interrupted = turns[-1]
+            turn_id = interrupted["data"]["turnId"]
+            await session.append("turn.failed", {
+                "turnId": turn_id, "reason": "interrupted",
+                "error": {"message": "the hub stopped during the turn"},
+            }, HUB_SOURCE, turn_id=turn_id)
+        elif (len(turns) == 2 and turns[-1]["type"] == "turn.failed"
+              and turns[-1]["data"].get("reason") == "interrupted"):
+            interrupted = turns[0]
+        for request_id, perm in list(session.log.permissions.items()):
+            if perm.answered_by is None:
+                await session.append("permission.response",
+                                     {"requestId": request_id, "outcome": "cancelled"},
+                                     HUB_SOURCE)
+        session.set_agent_state("suspended")
+        if (agent is None or not agent.retry_interrupted or interrupted is None
+                or interrupted["data"].get("retryOf")):
+            return
+        trigger_seq = interrupted["data"]["triggerSeq"]
+        [raw] = await session.log.history(trigger_seq - 1, None, 1, None)
+        trigger = {**orjson.loads(raw), "retryOf": interrupted["data"]["turnId"]}
+        run = self.runs[session.id] = AgentRun(self, session, agent)
+        run.enqueue(trigger)
 
 
 def wakes(agent: AgentConfig, event_type: str) -> bool:
@@ -134,6 +181,8 @@ class AgentRun:
         self.stopping = False
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._freeze: asyncio.TimerHandle | None = None
+        self.frozen = False
         self._revoke: Callable[[], None] = lambda: None
         self._tasks: set[asyncio.Task[Any]] = set()
         session.agent_active = True
@@ -149,9 +198,10 @@ class AgentRun:
     def enqueue(self, event: dict[str, Any]) -> None:
         """Queue a turn for a waking event; turns run one at a time, in order."""
         self.queue.append(event)
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._cancel_timers()
+        if self.frozen and self.process is not None:
+            self.process.signal(signal.SIGCONT)
+            self.frozen = False
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name=f"agent {self.session.id}")
 
@@ -164,10 +214,28 @@ class AgentRun:
             except Exception:
                 log.exception("turn for seq %s in session %s failed", event.get("seq"),
                               self.session.id)
-        if not self.stopping:
-            self._idle = asyncio.get_running_loop().call_later(
-                self.agent.idle_timeout, lambda: self.spawn_task(self.shutdown(record=True))
-            )
+        if self.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(
+            self.agent.idle_timeout, lambda: self.spawn_task(self.shutdown(record=True))
+        )
+        freeze = self.agent.freeze_after
+        if freeze is not None and freeze < self.agent.idle_timeout and self._alive():
+            self._freeze = loop.call_later(freeze, self._freeze_now)
+
+    def _freeze_now(self) -> None:
+        """Pause an idle process (SIGSTOP): it costs no CPU, and wakes at once (SIGCONT)."""
+        if self._alive() and not self.queue and self.turn_id is None and not self.permissions:
+            assert self.process is not None
+            self.process.signal(signal.SIGSTOP)
+            self.frozen = True
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle, self._freeze):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._freeze = None
 
     # --- starting --------------------------------------------------------------------------
 
@@ -268,8 +336,10 @@ class AgentRun:
         turn_id = protocol.new_event_id()
         # The turn exists before clients can see it, so a cancel can never miss it.
         self.turn_id, self.cancelled, self.mapper = turn_id, False, UpdateMapper()
-        await session.append("turn.started", {"turnId": turn_id, "triggerSeq": event["seq"]},
-                             HUB_SOURCE, turn_id=turn_id)
+        started = {"turnId": turn_id, "triggerSeq": event["seq"]}
+        if "retryOf" in event:
+            started["retryOf"] = event["retryOf"]
+        await session.append("turn.started", started, HUB_SOURCE, turn_id=turn_id)
         session.set_agent_state("running")
         prompt = [{"type": "text", "text": await self._prompt_text(event)}]
         outcome: tuple[str, dict[str, Any]]
@@ -315,6 +385,8 @@ class AgentRun:
         text = data.get("text") if event["type"] == "user.message" else None
         if not isinstance(text, str):
             text = f"Event {event['type']}: {orjson.dumps(data).decode()}"
+        if self.agent.context_sql:
+            text = f"{await self._context()}\n\n{text}"
         if self.transcript_pending:
             self.transcript_pending = False
             transcript = await self._transcript(event["seq"])
@@ -322,6 +394,18 @@ class AgentRun:
                 text = ("The conversation so far (from the session's log):\n"
                         f"{transcript}\n\nNow: {text}")
         return text
+
+    async def _context(self) -> str:
+        """The rows of the agent's ``context.sql``, as text for the prompt."""
+        sql = self.agent.context_sql or ""
+        try:
+            columns, rows, truncated = await self.session.log.query(sql, [], 100)
+        except ProtocolError as exc:
+            log.warning("context.sql of agent %s failed: %s", self.agent.id, exc.message)
+            return f"(The session's context query failed: {exc.message})"
+        lines = [" | ".join(columns)] + [" | ".join(str(v) for v in row) for row in rows]
+        more = "\n(more rows not shown)" if truncated else ""
+        return "Context from the session's state:\n" + "\n".join(lines) + more
 
     async def _transcript(self, before_seq: int) -> str:
         raws = await self.session.log.history(
@@ -475,13 +559,16 @@ class AgentRun:
         await self.session.append("agent.status", data, HUB_SOURCE)
         self.session.set_agent_state("suspended")
 
-    async def shutdown(self, *, record: bool) -> None:
-        """Stop the process (suspend). With ``record``, write what happened into the log."""
+    async def shutdown(self, *, record: bool, hub_stopping: bool = False) -> None:
+        """Stop the process (suspend). With ``record``, write what happened into the log.
+
+        When the hub stops during a turn, the session keeps ``agentState`` running, so that
+        the next start finds the interrupted turn (see :meth:`Supervisor.recover`).
+        """
         if self.stopping:
             return
         self.stopping = True
-        if self._idle is not None:
-            self._idle.cancel()
+        self._cancel_timers()
         worker = self._worker
         turn_id = self.turn_id
         if worker is not None and not worker.done():
@@ -504,7 +591,7 @@ class AgentRun:
             }, HUB_SOURCE, turn_id=turn_id)
         if process is not None:
             await self.session.append("agent.status", {"state": "suspended"}, HUB_SOURCE)
-        self.session.set_agent_state("suspended")
+        self.session.set_agent_state("running" if hub_stopping and turn_id else "suspended")
 
 
 def state_server(url: str, token: str, session_id: str) -> dict[str, Any]:

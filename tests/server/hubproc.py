@@ -170,3 +170,17 @@ class HubProcess:
             self.wait(10.0)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of a process (R, S, T for stopped, Z...), or '' when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a live (not zombie) process has this pid."""
+    return process_state(pid) not in ("", "Z")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from server.config import AgentConfig
 from server.hub import Hub
 from tests.conftest import HubFactory, Raw, RawFactory
+from tests.server.hubproc import pid_alive, process_state
 
 
 def echo_agent(tmp_path: Path, **overrides: Any) -> AgentConfig:
@@ -248,12 +248,67 @@ async def test_no_agent_process_after_hub_stops(hub_factory: HubFactory,
     assert history["events"][-1]["data"]["reason"] == "interrupted"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process (not a zombie) with this pid exists."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-    finally:
-        _ = os.getpid()
+async def test_freeze_and_thaw(hub_factory: HubFactory, raw_factory: RawFactory,
+                               tmp_path: Path) -> None:
+    """An idle agent is paused after freeze_after and answers at once when woken."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, freeze_after=0.1, idle_timeout=60))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "one")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.completed", seen)
+    pid = next(e["data"]["pid"] for e in seen if e["data"].get("state") == "ready")
+    async with asyncio.timeout(5):
+        while process_state(pid) != "T":
+            await asyncio.sleep(0.02)
+    await say(raw, "a", "two")
+    await until(raw, "a", "turn.completed", seen)
+    assert process_state(pid) != "T"
+    assert [e for e in seen if e["type"] == "agent.status"][-1]["data"]["pid"] == pid
+    assert "I have seen 2 messages" in [e for e in seen if e["type"] == "agent.message"][-1][
+        "data"]["text"]
+
+
+async def test_restart_during_turn_interrupts_then_retries(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
+) -> None:
+    """A turn cut by a hub restart is turn.failed interrupted, then re-run once."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, retry_interrupted=True))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    trigger = await say(raw, "a", "sleep 1")
+    seen: list[dict[str, Any]] = []
+    first = await until(raw, "a", "turn.started", seen)
+    await hub.stop()
+    hub2 = Hub(hub.config)
+    await hub2.start()
+    hubs.append(hub2)
+    raw2 = await raw_factory(hub2)
+    await raw2.call("session/subscribe", {"sessionId": "a", "afterSeq": first["seq"]})
+    after: list[dict[str, Any]] = []
+    failed = await until(raw2, "a", "turn.failed", after)
+    assert failed["data"]["reason"] == "interrupted"
+    retried = await until(raw2, "a", "turn.started", after)
+    assert retried["data"]["triggerSeq"] == trigger
+    assert retried["data"]["retryOf"] == first["data"]["turnId"]
+    done = await until(raw2, "a", "turn.completed", after)
+    assert done["data"]["turnId"] == retried["data"]["turnId"]
+
+
+async def test_context_sql_rows_go_into_the_prompt(hub_factory: HubFactory,
+                                                   raw_factory: RawFactory,
+                                                   tmp_path: Path) -> None:
+    """The agent's context.sql is run before each turn and its rows lead the prompt."""
+    sql = "SELECT id, status FROM tickets WHERE status != 'closed' ORDER BY id"
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, context_sql=sql))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await raw.call("state/exec", {"sessionId": "a", "statements": [
+        {"sql": "CREATE TABLE tickets (id INTEGER, status TEXT)"},
+        {"sql": "INSERT INTO tickets VALUES (7, 'open'), (8, 'closed')"}]})
+    await say(raw, "a", "what is open?")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.completed", seen)
+    text = [e for e in seen if e["type"] == "agent.message"][-1]["data"]["text"]
+    assert "id | status" in text and "7 | open" in text and "8 | closed" not in text
+    assert "what is open?" in text
