@@ -128,7 +128,8 @@ class Supervisor:
     async def _recover(self, session: Session) -> None:
         agent = self.agents.get(session.info.agent or "")
         head = session.info.head_seq
-        turns = [orjson.loads(r) for r in await session.log.history(None, head + 1, 2, ["turn.*"])]
+        last_two = await session.log.history(None, head + 1, 2, ["turn.*"])
+        turns = [orjson.loads(r) for r in last_two]
         interrupted = None
         if turns and turns[-1]["type"] == "turn.started":
             interrupted = turns[-1]
@@ -138,8 +139,9 @@ class Supervisor:
                 "error": {"message": "the hub stopped during the turn"},
             }, HUB_SOURCE, turn_id=turn_id)
         elif (len(turns) == 2 and turns[-1]["type"] == "turn.failed"
-              and turns[-1]["data"].get("reason") == "interrupted"):
-            interrupted = turns[0]
+              and turns[-1]["data"].get("reason") == "interrupted"
+              and turns[0]["turnId"] == turns[-1]["turnId"]):
+            interrupted = turns[0]  # the hub stopped cleanly during this turn
         for request_id, perm in list(session.log.permissions.items()):
             if perm.answered_by is None:
                 await session.append("permission.response",
@@ -308,8 +310,11 @@ class AgentRun:
                     pass
                 finally:
                     self.replaying = False
-            result = await self.process.request("session/new", base) or {}
-            self.acp_session = str(result["sessionId"])
+            result = await self.process.request("session/new", base)
+            new_id = result.get("sessionId") if isinstance(result, dict) else None
+            if not isinstance(new_id, str):
+                raise AgentError("session/new was answered without a sessionId")
+            self.acp_session = new_id
             await self.supervisor.registry.catalog.set_agent_session(sid, self.acp_session)
             self.transcript_pending = self.session.info.head_seq > 2
             return "new"

@@ -38,6 +38,10 @@ Transcripts live in memory. When the environment variable ``AXTUI_ECHO_STATE`` n
 directory, each session is also kept there as ``<sessionId>.json``, so that
 ``session/load`` and ``session/resume`` work in a new process after the previous one
 stopped or crashed.
+
+``AXTUI_ECHO_CAPABILITIES`` (``resume,load`` by default) says which ways of restoring a
+session it advertises: ``load``, or nothing (empty), lets a test exercise the hub's other
+ways of restoring a conversation.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from typing import Any, BinaryIO
 PROTOCOL_VERSION = 1
 AGENT_INFO = {"name": "axtui-echo", "version": "0.1.0"}
 STATE_ENV = "AXTUI_ECHO_STATE"
+CAPABILITIES_ENV = "AXTUI_ECHO_CAPABILITIES"
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -372,13 +377,14 @@ class EchoAgent:
     # --- session setup ---------------------------------------------------------------------
 
     def initialize(self) -> Message:
-        """Capabilities: load and resume; prompts of text (and resource links) only."""
+        """Capabilities: load and resume (see ``AXTUI_ECHO_CAPABILITIES``); text prompts."""
+        offered = os.environ.get(CAPABILITIES_ENV, "resume,load").split(",")
         return {
             "protocolVersion": PROTOCOL_VERSION,
             "agentCapabilities": {
-                "loadSession": True,
+                "loadSession": "load" in offered,
                 "promptCapabilities": {"image": False, "audio": False, "embeddedContext": False},
-                "sessionCapabilities": {"resume": {}},
+                "sessionCapabilities": {"resume": {}} if "resume" in offered else {},
             },
             "authMethods": [],
             "agentInfo": AGENT_INFO,

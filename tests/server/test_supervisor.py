@@ -141,6 +141,33 @@ async def test_suspend_when_idle_and_resume_with_conversation(
     assert "I have seen 2 messages" in last["data"]["text"]
 
 
+@pytest.mark.parametrize(("offered", "mode"), [("load", "load"), ("", "new")])
+async def test_conversation_restored_without_resume(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path, offered: str, mode: str
+) -> None:
+    """Without session/resume the hub uses session/load (replay dropped), else new + transcript."""
+    env = {"AXTUI_ECHO_STATE": str(tmp_path / "echo-state"), "AXTUI_ECHO_CAPABILITIES": offered}
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=0.2, env=env))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "first")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.completed", seen)
+    await until(raw, "a", "agent.status", seen)  # suspended
+    await say(raw, "a", "second")
+    await until(raw, "a", "agent.status", seen)  # starting
+    ready = await until(raw, "a", "agent.status", seen)
+    assert ready["data"]["resumeMode"] == mode
+    await until(raw, "a", "turn.completed", seen)
+    messages = [e["data"]["text"] for e in seen if e["type"] == "agent.message"]
+    assert len(messages) == 2  # a load's replay is not recorded again
+    if mode == "load":
+        assert "I have seen 2 messages" in messages[1]
+    else:
+        assert "The conversation so far" in messages[1] and "user: first" in messages[1]
+        assert "assistant: echo: first" in messages[1]
+
+
 async def test_crash_mid_turn(hub_factory: HubFactory, raw_factory: RawFactory,
                               tmp_path: Path) -> None:
     """An agent that dies mid-turn: turn.failed crashed with its stderr; the next turn works."""
