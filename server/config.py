@@ -140,7 +140,6 @@ class AgentConfig:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     retry_interrupted: bool = False
     context_sql: str | None = None
-    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -358,7 +357,7 @@ _AGENT: dict[str, _Check] = {
     "idle_timeout": parse_duration,
     "freeze_after": lambda v, k: None if v is None else parse_duration(v, k),
     "turn_timeout": parse_duration, "wake_on": _event_types, "cwd": _opt_str, "env": _env,
-    "retry_interrupted": _bool, "settings": lambda v, k: dict(_section(v, k, None)),
+    "retry_interrupted": _bool,
     "context": lambda v, k: _opt_str(_section(v, k, ("sql",)).get("sql"), f"{k}.sql"),
 }
 _CLIENT: dict[str, _Check] = {"server": _ws_url, "token": _opt_str}

@@ -258,6 +258,7 @@ class AgentRun:
             if self.process is not None:
                 self.process.kill()
             self.process = None
+            self._revoke()
             await session.append("agent.status", {"state": "failed", "reason": reason},
                                  HUB_SOURCE)
             session.set_agent_state("failed")
@@ -316,7 +317,7 @@ class AgentRun:
                 raise AgentError("session/new was answered without a sessionId")
             self.acp_session = new_id
             await self.supervisor.registry.catalog.set_agent_session(sid, self.acp_session)
-            self.transcript_pending = self.session.info.head_seq > 2
+            self.transcript_pending = True  # empty for a new conversation: nothing is added
             return "new"
 
     def _cwd(self) -> Path:

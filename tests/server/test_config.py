@@ -100,7 +100,6 @@ def test_bundled_agents() -> None:
         assert agent.idle_timeout == 300.0
         assert agent.protocol == "acp"
         assert agent.description
-        assert agent.settings == {}
     assert agents["echo"].description == "Answers with what it got (offline)"
 
 
@@ -141,7 +140,7 @@ agents:
     context: {sql: "SELECT id FROM tickets"}
   my.llm_2:
     command: "python -m server.agents.llm --flag 'two words'"
-    settings: {base_url: "${BASE:-http://localhost:1234/v1}", api_key: "${KEY}", model: m}
+    env: {AXTUI_LLM_BASE_URL: "${BASE:-http://localhost:1234/v1}", AXTUI_LLM_API_KEY: "${KEY}"}
 client:
   server: wss://hub.example.com/ws
   token: "${ALICE_TOKEN}"
@@ -180,7 +179,7 @@ def test_full_valid_file(tmp_path: Path) -> None:
     )
     llm = config.agents["my.llm_2"]
     assert llm.command == ("python", "-m", "server.agents.llm", "--flag", "two words")
-    assert llm.settings == {"base_url": "http://localhost:1234/v1", "api_key": "k", "model": "m"}
+    assert llm.env == {"AXTUI_LLM_BASE_URL": "http://localhost:1234/v1", "AXTUI_LLM_API_KEY": "k"}
     assert (llm.idle_timeout, llm.freeze_after, llm.wake_on) == (300.0, None, ("user.message",))
     assert config.client == ClientConfig("wss://hub.example.com/ws", "alice-token")
     assert config.slack == SlackConfig("xoxb-1", "xapp-1", "demo", "http://127.0.0.1:9999/api")
@@ -358,7 +357,7 @@ VALID_AGENT = "agents:\n  a:\n    command: x\n"
     ("agents: {a: {command: x, retry_interrupted: maybe}}", "agents.a.retry_interrupted",
      "true or false"),
     ("agents: {a: {command: x, context: {sql: 3}}}", "agents.a.context.sql", "string"),
-    ("agents: {a: {command: x, settings: 3}}", "agents.a.settings", "must be a mapping"),
+    ("agents: {a: {command: x, env: 3}}", "agents.a.env", "must be a mapping"),
     ("agents: {a: {command: x, description: 3}}", "agents.a.description", "must be a string"),
     ("agents: {a: x}", "agents.a", "must be a mapping"),
     ("client: {server: http://x}", "client.server", "ws:// or wss://"),
@@ -454,7 +453,7 @@ def test_token_values_never_in_repr(tmp_path: Path) -> None:
 auth: {{tokens: [{{name: alice, token: {SECRET}-1, role: admin}}]}}
 client: {{token: {SECRET}-2}}
 slack: {{bot_token: {SECRET}-3, app_token: {SECRET}-4}}
-agents: {{a: {{command: x, env: {{API_KEY: {SECRET}-5}}, settings: {{api_key: {SECRET}-6}}}}}}
+agents: {{a: {{command: x, env: {{API_KEY: {SECRET}-5}}}}}}
 """)
     config = load_config(path, {})
     for shown in (repr(config), str(config), repr(config.tokens[0]), repr(config.client),
@@ -554,6 +553,6 @@ def test_example_config_commented_sections_load(tmp_path: Path) -> None:
     assert [token.name for token in config.tokens] == ["alice", "ci", "ops"]
     assert list(config.agents) == ["demo", "llm"]
     assert config.agents["demo"].wake_on == ("user.message", "ci.*")
-    assert config.agents["llm"].settings["base_url"] == "https://api.openai.com/v1"
+    assert config.agents["llm"].env["AXTUI_LLM_BASE_URL"] == "https://api.openai.com/v1"
     assert config.slack is not None
     assert config.slack.agent == "demo"

@@ -49,12 +49,19 @@ async def stop_agent_hubs() -> Any:
 
 async def until(raw: Raw, sid: str, event_type: str, seen: list[dict[str, Any]],
                 timeout: float = 15.0) -> dict[str, Any]:
-    """Collect events of ``sid`` into ``seen`` until one of ``event_type`` arrives."""
+    """Collect events of ``sid`` into ``seen`` until one of ``event_type`` arrives.
+
+    Events after it in the same notification are put back for the next call.
+    """
     async with asyncio.timeout(timeout):
         while True:
-            for event in await raw.events(sid, 1, timeout=timeout):
+            events = await raw.events(sid, 1, timeout=timeout)
+            for i, event in enumerate(events):
                 seen.append(event)
                 if event["type"] == event_type:
+                    if events[i + 1:]:
+                        raw.notifications.insert(0, {"method": "session/events", "params": {
+                            "sessionId": sid, "events": events[i + 1:]}})
                     return event
 
 
