@@ -27,6 +27,10 @@ Prompts that exercise the runtime (the first word decides):
     writes one line to stderr and exits with code 3, leaving the prompt unanswered.
 ``stderr <n>``
     writes n lines to stderr, then answers (a client that never drains stderr hangs here).
+``read <path>`` / ``write <path> <text>``
+    reads or writes a file through the client's ``fs/read_text_file`` /
+    ``fs/write_text_file`` and answers ``read: <content>``, ``written`` or
+    ``<read|write> refused: <message>``.
 ``permission``
     reports a pending ``tool_call``, asks the client with ``session/request_permission``
     (option ``allow``, kind allow_once, and option ``reject``, kind reject_once), marks the
@@ -458,6 +462,8 @@ class EchoAgent:
             sys.stderr.flush()
         elif text.strip() == "permission":
             first_line = f"permission: {self.ask_permission(session_id, turn)}"
+        elif command in ("read", "write") and arg:
+            first_line = self.use_file(session_id, turn, command, arg, text)
         if turn.cancelled.is_set():
             return "cancelled"
         reply = f"{first_line}\n(I have seen {count} messages in this session)"
@@ -466,6 +472,18 @@ class EchoAgent:
                                           "content": {"type": "text", "text": chunk}})
         self.transcripts.append(session_id, "agent", reply)
         return "end_turn"
+
+    def use_file(self, session_id: str, turn: Turn, command: str, path: str, text: str) -> str:
+        """``read <path>`` / ``write <path> <text>`` through the client's fs methods."""
+        params: Message = {"sessionId": session_id, "path": path}
+        if command == "write":
+            params["content"] = text.split(None, 2)[2] if len(text.split(None, 2)) > 2 else ""
+        response = turn.ask(self.wire, f"fs/{command}_text_file", params) or {}
+        error = response.get("error")
+        if isinstance(error, dict):
+            return f"{command} refused: {error.get('message')}"
+        result = response.get("result") or {}
+        return f"read: {result.get('content')}" if command == "read" else "written"
 
     def ask_permission(self, session_id: str, turn: Turn) -> str:
         """Report a tool call, ask the client to allow it, and settle it by the answer."""

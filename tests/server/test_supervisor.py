@@ -346,3 +346,61 @@ async def test_context_sql_rows_go_into_the_prompt(hub_factory: HubFactory,
     text = [e for e in seen if e["type"] == "agent.message"][-1]["data"]["text"]
     assert "id | status" in text and "7 | open" in text and "8 | closed" not in text
     assert "what is open?" in text
+
+
+async def test_files_confined_to_the_agent_cwd(hub_factory: HubFactory, raw_factory: RawFactory,
+                                               tmp_path: Path) -> None:
+    """fs/* requests work inside the agent's workspace and are refused outside it."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    workspace = (hub.config.hub.data_dir / "workspaces" / "a").resolve()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not read")
+    seen: list[dict[str, Any]] = []
+    for text in (f"write {workspace}/notes/a.txt hello there", f"read {workspace}/notes/a.txt",
+                 f"read {outside}", f"write {workspace}/../escape.txt x", "read relative.txt"):
+        await say(raw, "a", text)
+        await until(raw, "a", "turn.completed", seen)
+    replies = [e["data"]["text"].split("\n")[0] for e in seen if e["type"] == "agent.message"]
+    assert replies[0] == "written"
+    assert replies[1] == "read: hello there"
+    assert replies[2].startswith("read refused:") and "outside" in replies[2]
+    assert replies[3].startswith("write refused:")
+    assert replies[4].startswith("read refused:") and "absolute" in replies[4]
+    assert (workspace / "notes" / "a.txt").read_text() == "hello there"
+    assert not (workspace.parent / "escape.txt").exists()
+
+
+async def test_stderr_is_drained_into_the_agent_log(hub_factory: HubFactory,
+                                                    raw_factory: RawFactory,
+                                                    tmp_path: Path) -> None:
+    """A chatty agent never blocks: its stderr goes to logs/<session>.agent.log."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "stderr 20000")  # far more than a pipe buffer holds
+    seen: list[dict[str, Any]] = []
+    done = await until(raw, "a", "turn.completed", seen)
+    assert done["data"]["stopReason"] == "end_turn"
+    log_text = (hub.config.hub.data_dir / "logs" / "a.agent.log").read_text()
+    assert "stderr line 20000 of 20000" in log_text
+
+
+async def test_admin_suspend(hub_factory: HubFactory, raw_factory: RawFactory,
+                             tmp_path: Path) -> None:
+    """session/suspend is refused during a turn and stops an idle agent at once."""
+    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=600))
+    raw = await raw_factory(hub)
+    await start_session(raw)
+    await say(raw, "a", "sleep 0.5")
+    seen: list[dict[str, Any]] = []
+    await until(raw, "a", "turn.started", seen)
+    err = await raw.error("session/suspend", {"sessionId": "a"})
+    assert err["code"] == -32009
+    await until(raw, "a", "turn.completed", seen)
+    pid = next(e["data"]["pid"] for e in seen if e["data"].get("state") == "ready")
+    assert await raw.call("session/suspend", {"sessionId": "a"}) == {}
+    status = await until(raw, "a", "agent.status", seen)
+    assert status["data"] == {"state": "suspended"}
+    assert not pid_alive(pid)
