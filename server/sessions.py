@@ -352,6 +352,7 @@ class SessionRegistry:
         self._deleting: set[str] = set()  # ids being deleted right now: never reopened
         self._janitor: asyncio.Task[None] | None = None
         self._persisting: asyncio.Task[None] | None = None
+        self.closing = False  # set by close_all: no session opens after it
         self._persist_again = False
 
     def start(self) -> None:
@@ -395,6 +396,7 @@ class SessionRegistry:
             raise not_found(session_id)
         event_log = await EventLog.open(self.catalog.session_path(session_id),
                                         self.config.durability)
+        await self._refuse_if_closing(event_log)
         event_log.sql_timeout = self.config.query_timeout
         info.head_seq = event_log.head_seq
         info.updated_at = max(info.updated_at, event_log.last_ts)
@@ -531,6 +533,7 @@ class SessionRegistry:
 
     async def _register(self, event_log: EventLog) -> SessionInfo:
         """Make a newly written session file (created or forked) an open session."""
+        await self._refuse_if_closing(event_log)
         self.metrics.events_appended += 1  # session.created or session.forked
         meta = event_log.meta
         event_log.sql_timeout = self.config.query_timeout
@@ -579,10 +582,19 @@ class SessionRegistry:
         await session.close()
         await self.catalog.update_heads([session.info], dirty=False)
 
+    async def _refuse_if_closing(self, event_log: EventLog) -> None:
+        if self.closing:
+            await event_log.close()
+            raise Overloaded("the hub is shutting down; reconnect in a moment")
+
     async def close_all(self) -> None:
         """Commit what is queued and close every session (hub shutdown)."""
+        self.closing = True
         if self._janitor is not None:
             self._janitor.cancel()
+        opening = list(self._opening.values())
+        if opening:
+            await asyncio.wait([asyncio.ensure_future(f) for f in opening])
         if self._persisting is not None:
             await self._persisting
         await asyncio.gather(*(self._close(s) for s in list(self.open.values())))

@@ -127,6 +127,7 @@ class EventLog:
         self._reader: aiosqlite.Connection | None = None
         self._query: aiosqlite.Connection | None = None
         self.closed = False
+        self._lazy_open = asyncio.Lock()  # one reader and one query connection, never two
         self._write_guard = SqlGuard(Policy.HUB)
         self._query_guard = SqlGuard(Policy.READ)
 
@@ -192,7 +193,7 @@ class EventLog:
         return log
 
     async def _open_writer(self) -> None:
-        db = await aiosqlite.connect(
+        db = await connect(
             self.path, isolation_level=None, cached_statements=0, check_same_thread=False
         )
         self._writer = db
@@ -210,9 +211,15 @@ class EventLog:
 
     async def _read_conn(self) -> aiosqlite.Connection:
         self._check_open()
+        if self._reader is not None:
+            return self._reader
+        async with self._lazy_open:
+            return await self._open_reader()
+
+    async def _open_reader(self) -> aiosqlite.Connection:
         if self._reader is None:
             # mode=rw: a reader never creates a file that was deleted meanwhile.
-            reader = await aiosqlite.connect(
+            reader = await connect(
                 f"file:{self.path}?mode=rw", uri=True, isolation_level=None,
                 check_same_thread=False,
             )
@@ -225,16 +232,24 @@ class EventLog:
 
     async def _query_conn(self) -> aiosqlite.Connection:
         self._check_open()
+        if self._query is not None:
+            return self._query
+        async with self._lazy_open:
+            return await self._open_query()
+
+    async def _open_query(self) -> aiosqlite.Connection:
         if self._query is None:
-            db = await aiosqlite.connect(
+            db = await connect(
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None, cached_statements=0
             )
-            await db.execute("PRAGMA query_only=1")
-            await db.set_authorizer(self._query_guard)
-            await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
-            if self.closed:  # closed while connecting
+            try:
+                await db.execute("PRAGMA query_only=1")
+                await db.set_authorizer(self._query_guard)
+                await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
+                self._check_open()  # closed while connecting
+            except BaseException:
                 await db.close()
-                self._check_open()
+                raise
             self._query = db
         return self._query
 
@@ -509,6 +524,18 @@ class EventLog:
             target.head_seq = target.last_ts = 0
             raise
         target.permissions.update(perms)
+
+
+async def connect(database: str | Path, **kwargs: Any) -> aiosqlite.Connection:
+    """``aiosqlite.connect`` that cannot leak: a connection whose opener is cancelled midway
+    is closed (otherwise its thread would live on, unreachable)."""
+    opening = asyncio.ensure_future(aiosqlite.connect(database, **kwargs))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
 
 
 def sql_error(exc: Exception, denial: str | None, timeout: float) -> ProtocolError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from axtui.client import HubClient
-from server.config import Config, TokenConfig, load_config
+from server.config import AgentConfig, Config, TokenConfig, load_config
 from server.hub import Hub
 from server.protocol import Role
 
@@ -25,10 +25,13 @@ TOKENS = {
 }
 
 
-def make_config(data_dir: Path, *, tokens: bool = False, **hub: Any) -> Config:
-    """A config on ``data_dir`` listening on a free loopback port."""
+def make_config(data_dir: Path, *, tokens: bool = False,
+                agents: Mapping[str, AgentConfig] | None = None, **hub: Any) -> Config:
+    """A config on ``data_dir`` listening on a free loopback port (``agents``: exactly these)."""
     config = load_config(None).with_overrides(port=0, data_dir=data_dir)
     config = replace(config, hub=replace(config.hub, **hub))
+    if agents is not None:
+        config = replace(config, agents=agents)
     if tokens:
         config = replace(config, tokens=tuple(
             TokenConfig(name, token, role) for token, (name, role) in TOKENS.items()
@@ -41,12 +44,14 @@ HubFactory = Callable[..., Awaitable[Hub]]
 
 @pytest.fixture
 async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
-    """Start hubs (``await hub_factory(tokens=True, max_lag_bytes=...)``); all stop after."""
+    """Start hubs (``await hub_factory(tokens=True, max_lag_bytes=...)``, or with a whole
+    ``config=``); all stop after."""
     hubs: list[Hub] = []
     counter = itertools.count()
 
-    async def start(data_dir: Path | None = None, **kwargs: Any) -> Hub:
-        hub = Hub(make_config(data_dir or tmp_path / f"hub{next(counter)}", **kwargs))
+    async def start(data_dir: Path | None = None, config: Config | None = None,
+                    **kwargs: Any) -> Hub:
+        hub = Hub(config or make_config(data_dir or tmp_path / f"hub{next(counter)}", **kwargs))
         await hub.start()
         hubs.append(hub)
         return hub
@@ -58,10 +63,10 @@ async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
 
 
 async def restart(hub_factory: HubFactory, hub: Hub) -> Hub:
-    """Stop ``hub`` and start a new one on the same data dir and port."""
+    """Stop ``hub`` and start a new one with the same configuration, data dir and port."""
     port = hub.port
     await hub.stop()
-    return await hub_factory(hub.config.hub.data_dir, port=port)
+    return await hub_factory(config=replace(hub.config, hub=replace(hub.config.hub, port=port)))
 
 
 @pytest.fixture

@@ -75,17 +75,20 @@ async def test_list_pages_newest_first_and_filters_by_agent(raw: Raw) -> None:
     for i in range(7):
         await create(raw, sessionId=f"l{i}", agent="echo" if i % 2 else None)
     await raw.call("session/publish", {"sessionId": "l0", "type": "note", "data": {}})
-    seen: list[str] = []
+    seen: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 3}
     while True:
         page = await raw.call("session/list", params)
         assert len(page["sessions"]) <= 3
-        seen += [s["sessionId"] for s in page["sessions"]]
+        seen += page["sessions"]
         if "nextCursor" not in page:
             break
         params["cursor"] = page["nextCursor"]
-    assert sorted(seen) == [f"l{i}" for i in range(7)]
-    assert seen[0] == "l0"  # most recent activity first
+    assert sorted(s["sessionId"] for s in seen) == [f"l{i}" for i in range(7)]
+    # Most recent activity first; a tie (same millisecond) goes by sessionId, descending.
+    keys = [(s["updatedAt"], s["sessionId"]) for s in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert next(s for s in seen if s["sessionId"] == "l0")["updatedAt"] == keys[0][0]
     echo = await raw.call("session/list", {"agent": "echo"})
     assert sorted(s["sessionId"] for s in echo["sessions"]) == ["l1", "l3", "l5"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,72 +10,9 @@ from typing import Any
 import pytest
 
 from server.config import AgentConfig
-from server.hub import Hub
-from tests.conftest import HubFactory, Raw, RawFactory
+from tests.conftest import HubFactory, RawFactory, restart
+from tests.server.agent_helpers import agent_hub, echo_agent, say, start_session, until
 from tests.server.hubproc import pid_alive, process_state
-
-
-def echo_agent(tmp_path: Path, **overrides: Any) -> AgentConfig:
-    """The bundled echo agent, keeping its transcripts under ``tmp_path``."""
-    agent = AgentConfig(id="echo", command=(sys.executable, "-m", "server.agents.echo"),
-                        env={"AXTUI_ECHO_STATE": str(tmp_path / "echo-state")})
-    return replace(agent, **overrides)
-
-
-async def agent_hub(hub_factory: HubFactory, *agents: AgentConfig, **hub: Any) -> Hub:
-    """A local-mode hub running exactly ``agents``."""
-    started = await hub_factory(**hub)
-    await started.stop()  # restart with the agents configured (config is frozen)
-    config = replace(started.config, agents={a.id: a for a in agents})
-    new = Hub(config)
-    await new.start()
-    hubs.append(new)
-    return new
-
-
-hubs: list[Hub] = []
-
-
-@pytest.fixture(autouse=True)
-async def stop_agent_hubs() -> Any:
-    """Stop the hubs started by agent_hub."""
-    yield
-    while hubs:
-        hub = hubs.pop()
-        if not hub.stopping:
-            await hub.stop()
-
-
-async def until(raw: Raw, sid: str, event_type: str, seen: list[dict[str, Any]],
-                timeout: float = 15.0) -> dict[str, Any]:
-    """Collect events of ``sid`` into ``seen`` until one of ``event_type`` arrives.
-
-    Events after it in the same notification are put back for the next call.
-    """
-    async with asyncio.timeout(timeout):
-        while True:
-            events = await raw.events(sid, 1, timeout=timeout)
-            for i, event in enumerate(events):
-                seen.append(event)
-                if event["type"] == event_type:
-                    if events[i + 1:]:
-                        raw.notifications.insert(0, {"method": "session/events", "params": {
-                            "sessionId": sid, "events": events[i + 1:]}})
-                    return event
-
-
-async def say(raw: Raw, sid: str, text: str) -> int:
-    """Publish a user.message; returns its seq."""
-    result = await raw.call("session/publish", {"sessionId": sid, "type": "user.message",
-                                                "data": {"text": text}})
-    seq: int = result["seq"]
-    return seq
-
-
-async def start_session(raw: Raw, sid: str = "a") -> None:
-    """Create a session with the echo agent and subscribe to it."""
-    await raw.call("session/create", {"sessionId": sid, "agent": "echo"})
-    await raw.call("session/subscribe", {"sessionId": sid})
 
 
 async def test_full_turn_with_echo(hub_factory: HubFactory, raw_factory: RawFactory,
@@ -271,11 +207,10 @@ async def test_no_agent_process_after_hub_stops(hub_factory: HubFactory,
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.started", seen)
     pid = next(e["data"]["pid"] for e in seen if e["data"].get("state") == "ready")
+    port = hub.port
     await hub.stop()
     assert not pid_alive(pid)
-    hub2 = Hub(hub.config)
-    await hub2.start()
-    hubs.append(hub2)
+    hub2 = await hub_factory(config=replace(hub.config, hub=replace(hub.config.hub, port=port)))
     reader = await raw_factory(hub2)
     history = await reader.call("session/history", {"sessionId": "a", "types": ["turn.*"]})
     assert history["events"][-1]["type"] == "turn.failed"
@@ -313,10 +248,7 @@ async def test_restart_during_turn_interrupts_then_retries(
     trigger = await say(raw, "a", "sleep 1")
     seen: list[dict[str, Any]] = []
     first = await until(raw, "a", "turn.started", seen)
-    await hub.stop()
-    hub2 = Hub(hub.config)
-    await hub2.start()
-    hubs.append(hub2)
+    hub2 = await restart(hub_factory, hub)
     raw2 = await raw_factory(hub2)
     await raw2.call("session/subscribe", {"sessionId": "a", "afterSeq": first["seq"]})
     after: list[dict[str, Any]] = []

@@ -10,10 +10,9 @@ from typing import Any
 from server.config import AgentConfig
 from server.hub import Hub
 from tests.conftest import HubFactory, Raw, RawFactory
-from tests.server.test_supervisor import (  # stop_agent_hubs: autouse, stops agent_hub's hubs
+from tests.server.agent_helpers import (
     agent_hub,
     say,
-    stop_agent_hubs,  # noqa: F401
     until,
 )
 

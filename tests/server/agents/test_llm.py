@@ -14,13 +14,12 @@ import pytest
 from server.config import AgentConfig
 from server.hub import Hub
 from tests.conftest import HubFactory, Raw, RawFactory
-from tests.server.agents.fake_openai import Failure, FakeOpenAI, Hold, Text, ToolCall
-from tests.server.test_supervisor import (  # stop_agent_hubs: autouse, stops agent_hub's hubs
+from tests.server.agent_helpers import (
     agent_hub,
     say,
-    stop_agent_hubs,  # noqa: F401
     until,
 )
+from tests.server.agents.fake_openai import Failure, FakeOpenAI, Hold, Text, ToolCall
 
 API_KEY = "sk-test-9c2f4e81d7a3b605"
 MODEL = "fake-gpt-1"
