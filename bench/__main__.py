@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, w1_latency, w3_catchup, w6_start
+from bench import common, w1_latency, w3_catchup, w4_wake, w5_idle, w6_start
 from bench.common import WorkloadResult
 
 RESULTS = Path(__file__).parent / "results"
@@ -29,6 +29,8 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
     "W1": ("latency", lambda d, a: w1_latency.run(d, quick=a.quick,
                                                   subscriber_procs=a.w1_subscriber_procs)),
     "W3": ("catch-up", lambda d, a: w3_catchup.run(d, quick=a.quick)),
+    "W4": ("wake", lambda d, a: w4_wake.run(d, quick=a.quick)),
+    "W5": ("idle", lambda d, a: w5_idle.run(d, quick=a.quick)),
     "W6": ("start", lambda d, a: w6_start.run(d, quick=a.quick)),
 }
 
@@ -37,9 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
-                        help="shorter runs (W1 3 s, W3 20,000 events, fewer W6 starts)")
+                        help="shorter runs (W1 3 s, W3 20,000 events, 5 W4 wakes, W5 200"
+                             " sessions and 400 connections, fewer W6 starts)")
     parser.add_argument("--only", type=_workload_list, default=list(WORKLOADS),
-                        metavar="W1,W3,W6", help="run only these workloads")
+                        metavar="W1,W3,...", help="run only these workloads")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="where the hubs' temp data dirs go (default: the system temp"
                              " dir); put it on the disk you want to measure")
@@ -135,7 +138,9 @@ def save(results: dict[str, WorkloadResult], machine: dict[str, Any], quick: boo
     doc["machine"] = machine
     doc["hub"] = {"durability": "full", "commit": _commit()}
     for key, result in results.items():
-        doc["workloads"][key] = result.to_json()
+        # The file's machine and commit are the last run's: each entry keeps its own too.
+        doc["workloads"][key] = {**result.to_json(), "commit": doc["hub"]["commit"],
+                                 "load_average_before_run": machine["load_average"]}
     doc["workloads"] = dict(sorted(doc["workloads"].items()))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ port from the "listening on" log line, and calls it ready when ``/healthz`` answ
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -23,12 +25,25 @@ POLL_INTERVAL = 0.001  # seconds between /healthz attempts: the start-time resol
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def write_config(path: Path, *, durability: str = "full", **hub: object) -> Path:
-    """Write a hub config YAML (loopback, local mode) with ``durability`` and other hub keys."""
+def write_config(path: Path, *, durability: str = "full",
+                 agents: Mapping[str, Mapping[str, object]] | None = None,
+                 **hub: object) -> Path:
+    """Write a hub config YAML (loopback, local mode) with ``durability`` and other hub keys.
+
+    ``agents`` becomes the ``agents:`` section (each agent's keys as in the config file);
+    without it the hub has its bundled agents.
+    """
     lines = ["hub:", "  host: 127.0.0.1", f"  durability: {durability}"]
     lines += [f"  {key}: {value}" for key, value in hub.items()]
+    if agents:
+        lines.append(f"agents: {json.dumps(agents)}")  # JSON is YAML (flow style)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def echo_agent(**keys: object) -> dict[str, object]:
+    """The bundled echo agent as an ``agents:`` entry, with more keys (``idle_timeout``...)."""
+    return {"command": [sys.executable, "-m", "server.agents.echo"], **keys}
 
 
 class HubUnderTest:
@@ -141,6 +156,46 @@ class HubUnderTest:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def children_cpu_seconds(self) -> float:
+        """CPU time (user + system) of the hub's children that ended and were reaped: its
+        agents, when it runs them."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+    def status(self) -> dict[str, str]:
+        """The hub's ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ``Threads``...) by field."""
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            out[name] = value.strip()
+        return out
+
+    def open_fds(self) -> int:
+        """How many file descriptors the hub has open."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def descendants(self) -> list[tuple[int, str]]:
+        """The hub's child processes and theirs (pid, state letter), zombies included.
+
+        Agents started through ``setpriv`` keep its pid (it execs the agent), so they are
+        the hub's children like any other.
+        """
+        parents: dict[int, list[tuple[int, str]]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                after_comm = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            parents.setdefault(int(after_comm[1]), []).append((int(entry), after_comm[0]))
+        found, todo = [], [self.pid]
+        while todo:
+            for child in parents.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child[0])
+        return found
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait for a clean exit; its exit code (``None`` if it had to be killed)."""
         if self.proc is None:
@@ -165,3 +220,18 @@ class HubUnderTest:
     def _join_reader(self) -> None:
         if self._reader is not None:
             self._reader.join(5)
+
+
+def status_kib(value: str) -> int:
+    """A ``/proc/<pid>/status`` size such as ``"123456 kB"`` in KiB."""
+    number, _, unit = value.partition(" ")
+    assert unit == "kB", value
+    return int(number)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process (``R``, ``S``, ``T`` when stopped...); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
