@@ -20,7 +20,7 @@ import base64
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,48 +210,44 @@ class EventLog:
                            {"sessionId": self.meta.session_id})
 
     async def _read_conn(self) -> aiosqlite.Connection:
-        self._check_open()
-        if self._reader is not None:
-            return self._reader
-        async with self._lazy_open:
-            return await self._open_reader()
+        async def setup(db: aiosqlite.Connection) -> None:
+            db.text_factory = bytes
 
-    async def _open_reader(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            # mode=rw: a reader never creates a file that was deleted meanwhile.
-            reader = await connect(
-                f"file:{self.path}?mode=rw", uri=True, isolation_level=None,
-                check_same_thread=False,
-            )
-            reader.text_factory = bytes
-            if self.closed:  # closed while connecting
-                await reader.close()
-                self._check_open()
-            self._reader = reader
-        return self._reader
+        # mode=rw: a reader never creates a file that was deleted meanwhile.
+        return await self._open_lazily("_reader", "rw", setup, check_same_thread=False)
 
     async def _query_conn(self) -> aiosqlite.Connection:
-        self._check_open()
-        if self._query is not None:
-            return self._query
-        async with self._lazy_open:
-            return await self._open_query()
+        async def setup(db: aiosqlite.Connection) -> None:
+            await db.execute("PRAGMA query_only=1")
+            await db.set_authorizer(self._query_guard)
+            await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
 
-    async def _open_query(self) -> aiosqlite.Connection:
-        if self._query is None:
-            db = await connect(
-                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, cached_statements=0
-            )
+        return await self._open_lazily("_query", "ro", setup, cached_statements=0)
+
+    async def _open_lazily(
+        self, attribute: str, mode: str,
+        setup: Callable[[aiosqlite.Connection], Awaitable[None]], **kwargs: Any,
+    ) -> aiosqlite.Connection:
+        """The connection kept in ``attribute``, opened once (under a lock), never after
+        :meth:`close`."""
+        self._check_open()
+        db: aiosqlite.Connection | None = getattr(self, attribute)
+        if db is not None:
+            return db
+        async with self._lazy_open:
+            db = getattr(self, attribute)
+            if db is not None:
+                return db
+            db = await connect(f"file:{self.path}?mode={mode}", uri=True, isolation_level=None,
+                               **kwargs)
             try:
-                await db.execute("PRAGMA query_only=1")
-                await db.set_authorizer(self._query_guard)
-                await db.set_progress_handler(self._query_guard.expired, PROGRESS_STEPS)
+                await setup(db)
                 self._check_open()  # closed while connecting
             except BaseException:
                 await db.close()
                 raise
-            self._query = db
-        return self._query
+            setattr(self, attribute, db)
+            return db
 
     async def close(self) -> None:
         """Close every connection (the data is already committed)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from server.config import AgentConfig
 from server.hub import Hub
-from tests.conftest import HubFactory, Raw
+from tests.conftest import HubFactory, Raw, RawFactory
 
 
 def echo_agent(tmp_path: Path, **overrides: Any) -> AgentConfig:
@@ -51,7 +51,11 @@ async def say(raw: Raw, sid: str, text: str) -> int:
     return seq
 
 
-async def start_session(raw: Raw, sid: str = "a") -> None:
-    """Create a session with the echo agent and subscribe to it."""
-    await raw.call("session/create", {"sessionId": sid, "agent": "echo"})
+async def agent_session(hub_factory: HubFactory, raw_factory: RawFactory, agent: AgentConfig,
+                        sid: str = "a") -> tuple[Hub, Raw]:
+    """A hub running ``agent``, and a connection subscribed to a new session ``sid`` of it."""
+    hub = await agent_hub(hub_factory, agent)
+    raw = await raw_factory(hub)
+    await raw.call("session/create", {"sessionId": sid, "agent": agent.id})
     await raw.call("session/subscribe", {"sessionId": sid})
+    return hub, raw

@@ -11,16 +11,14 @@ import pytest
 
 from server.config import AgentConfig
 from tests.conftest import HubFactory, RawFactory, restart
-from tests.server.agent_helpers import agent_hub, echo_agent, say, start_session, until
+from tests.server.agent_helpers import agent_session, echo_agent, say, until
 from tests.server.hubproc import pid_alive, process_state
 
 
 async def test_full_turn_with_echo(hub_factory: HubFactory, raw_factory: RawFactory,
                                    tmp_path: Path) -> None:
     """A user.message starts the agent and runs one turn, recorded event by event."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     trigger = await say(raw, "a", "hello")
     seen: list[dict[str, Any]] = []
     done = await until(raw, "a", "turn.completed", seen)
@@ -46,9 +44,7 @@ async def test_messages_during_a_turn_run_in_order(hub_factory: HubFactory,
                                                    raw_factory: RawFactory,
                                                    tmp_path: Path) -> None:
     """Three messages sent during one turn each get their own turn, in order."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     triggers = [await say(raw, "a", t) for t in ("sleep 0.3", "one", "two", "three")]
     seen: list[dict[str, Any]] = []
     for _ in triggers:
@@ -63,9 +59,7 @@ async def test_suspend_when_idle_and_resume_with_conversation(
     hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
 ) -> None:
     """After idle_timeout the process is gone; the next message resumes the conversation."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=0.3))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path, idle_timeout=0.3))
     await say(raw, "a", "first")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.completed", seen)
@@ -90,9 +84,9 @@ async def test_conversation_restored_without_resume(
 ) -> None:
     """Without session/resume the hub uses session/load (replay dropped), else new + transcript."""
     env = {"AXTUI_ECHO_STATE": str(tmp_path / "echo-state"), "AXTUI_ECHO_CAPABILITIES": offered}
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=0.2, env=env))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(
+        hub_factory, raw_factory, echo_agent(tmp_path, idle_timeout=0.2, env=env)
+    )
     await say(raw, "a", "first")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.completed", seen)
@@ -114,9 +108,7 @@ async def test_conversation_restored_without_resume(
 async def test_crash_mid_turn(hub_factory: HubFactory, raw_factory: RawFactory,
                               tmp_path: Path) -> None:
     """An agent that dies mid-turn: turn.failed crashed with its stderr; the next turn works."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     await say(raw, "a", "crash")
     seen: list[dict[str, Any]] = []
     failed = await until(raw, "a", "turn.failed", seen)
@@ -132,9 +124,7 @@ async def test_agent_that_cannot_start(hub_factory: HubFactory, raw_factory: Raw
                                        tmp_path: Path) -> None:
     """A missing command gives agent.status failed with the reason; the hub keeps going."""
     broken = AgentConfig(id="echo", command=(str(tmp_path / "no-such-agent"),))
-    hub = await agent_hub(hub_factory, broken)
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, broken)
     await say(raw, "a", "hello")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "agent.status", seen)
@@ -149,9 +139,7 @@ async def test_agent_that_cannot_start(hub_factory: HubFactory, raw_factory: Raw
 async def test_turn_timeout(hub_factory: HubFactory, raw_factory: RawFactory,
                             tmp_path: Path) -> None:
     """A turn past turn_timeout is recorded as turn.failed reason=timeout."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, turn_timeout=0.3))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path, turn_timeout=0.3))
     await say(raw, "a", "sleep 30")
     seen: list[dict[str, Any]] = []
     failed = await until(raw, "a", "turn.failed", seen)
@@ -161,9 +149,7 @@ async def test_turn_timeout(hub_factory: HubFactory, raw_factory: RawFactory,
 async def test_cancel_a_running_turn(hub_factory: HubFactory, raw_factory: RawFactory,
                                      tmp_path: Path) -> None:
     """session/cancel ends the turn with stopReason cancelled."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     await say(raw, "a", "sleep 30")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.started", seen)
@@ -176,9 +162,7 @@ async def test_permission_answered_by_another_client(
     hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
 ) -> None:
     """The agent's permission request is answered from a second client; first answer wins."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    hub, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     await say(raw, "a", "permission")
     seen: list[dict[str, Any]] = []
     request = await until(raw, "a", "permission.request", seen)
@@ -200,9 +184,7 @@ async def test_no_agent_process_after_hub_stops(hub_factory: HubFactory,
                                                 raw_factory: RawFactory,
                                                 tmp_path: Path) -> None:
     """Stopping the hub stops its agents; a running turn is recorded as interrupted."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    hub, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     await say(raw, "a", "sleep 30")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.started", seen)
@@ -220,9 +202,9 @@ async def test_no_agent_process_after_hub_stops(hub_factory: HubFactory,
 async def test_freeze_and_thaw(hub_factory: HubFactory, raw_factory: RawFactory,
                                tmp_path: Path) -> None:
     """An idle agent is paused after freeze_after and answers at once when woken."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, freeze_after=0.1, idle_timeout=60))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(
+        hub_factory, raw_factory, echo_agent(tmp_path, freeze_after=0.1, idle_timeout=60)
+    )
     await say(raw, "a", "one")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.completed", seen)
@@ -242,9 +224,9 @@ async def test_restart_during_turn_interrupts_then_retries(
     hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
 ) -> None:
     """A turn cut by a hub restart is turn.failed interrupted, then re-run once."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, retry_interrupted=True))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    hub, raw = await agent_session(
+        hub_factory, raw_factory, echo_agent(tmp_path, retry_interrupted=True)
+    )
     trigger = await say(raw, "a", "sleep 1")
     seen: list[dict[str, Any]] = []
     first = await until(raw, "a", "turn.started", seen)
@@ -266,9 +248,7 @@ async def test_context_sql_rows_go_into_the_prompt(hub_factory: HubFactory,
                                                    tmp_path: Path) -> None:
     """The agent's context.sql is run before each turn and its rows lead the prompt."""
     sql = "SELECT id, status FROM tickets WHERE status != 'closed' ORDER BY id"
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, context_sql=sql))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path, context_sql=sql))
     await raw.call("state/exec", {"sessionId": "a", "statements": [
         {"sql": "CREATE TABLE tickets (id INTEGER, status TEXT)"},
         {"sql": "INSERT INTO tickets VALUES (7, 'open'), (8, 'closed')"}]})
@@ -283,9 +263,7 @@ async def test_context_sql_rows_go_into_the_prompt(hub_factory: HubFactory,
 async def test_files_confined_to_the_agent_cwd(hub_factory: HubFactory, raw_factory: RawFactory,
                                                tmp_path: Path) -> None:
     """fs/* requests work inside the agent's workspace and are refused outside it."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    hub, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     workspace = (hub.config.hub.data_dir / "workspaces" / "a").resolve()
     outside = tmp_path / "secret.txt"
     outside.write_text("do not read")
@@ -308,9 +286,7 @@ async def test_stderr_is_drained_into_the_agent_log(hub_factory: HubFactory,
                                                     raw_factory: RawFactory,
                                                     tmp_path: Path) -> None:
     """A chatty agent never blocks: its stderr goes to logs/<session>.agent.log."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    hub, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path))
     await say(raw, "a", "stderr 20000")  # far more than a pipe buffer holds
     seen: list[dict[str, Any]] = []
     done = await until(raw, "a", "turn.completed", seen)
@@ -322,9 +298,7 @@ async def test_stderr_is_drained_into_the_agent_log(hub_factory: HubFactory,
 async def test_admin_suspend(hub_factory: HubFactory, raw_factory: RawFactory,
                              tmp_path: Path) -> None:
     """session/suspend is refused during a turn and stops an idle agent at once."""
-    hub = await agent_hub(hub_factory, echo_agent(tmp_path, idle_timeout=600))
-    raw = await raw_factory(hub)
-    await start_session(raw)
+    _, raw = await agent_session(hub_factory, raw_factory, echo_agent(tmp_path, idle_timeout=600))
     await say(raw, "a", "sleep 0.5")
     seen: list[dict[str, Any]] = []
     await until(raw, "a", "turn.started", seen)
