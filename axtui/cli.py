@@ -81,5 +81,15 @@ def up(config_path: Path | None) -> None:
     _run_hub(_load(config_path))
 
 
+# --- the terminal UI (issue 4): tui ---
+
+
+# --- headless commands (issue 6): exec, replay, export, import, publish, state, sessions,
+# fork, agents ---
+
+
+# --- the Slack adapter (issue 5): slack ---
+
+
 if __name__ == "__main__":
     main()
