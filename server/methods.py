@@ -217,7 +217,21 @@ async def session_fork(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     new_id = p.session_id("newSessionId") if p.get("newSessionId") is not None else None
     info = await hub.sessions.fork(
         conn.source, p.session_id(), p.integer("atSeq", None, lo=1), new_id,
-        p.string("title", None, max_len=1000),
+        p.string("title", None, max_len=1000), p.string("agent", None),
+    )
+    return {"session": info.to_json()}
+
+
+@method("session/import")
+async def session_import(hub: Hub, conn: ClientConnection, p: Params) -> Any:
+    """A new session (new epoch) from recorded events, e.g. an ``axtui export`` file."""
+    new_id = p.session_id("newSessionId") if p.get("newSessionId") is not None else None
+    events = p.get("events")
+    if not isinstance(events, list):
+        raise InvalidParams("events must be a list of events", {"param": "events"})
+    info = await hub.sessions.import_events(
+        new_id, p.string("title", "", max_len=1000), p.string("agent", None),
+        p.mapping("metadata", {}), events,
     )
     return {"session": info.to_json()}
 

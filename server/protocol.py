@@ -198,6 +198,7 @@ METHOD_ROLES: dict[str, Role] = {
     "session/cancel": Role.PARTICIPANT,
     "session/suspend": Role.ADMIN,
     "session/fork": Role.PARTICIPANT,
+    "session/import": Role.ADMIN,
     "sessions/watch": Role.VIEWER,
     "state/query": Role.VIEWER,
     "state/exec": Role.PARTICIPANT,
@@ -247,6 +248,49 @@ def check_event_type(value: object, *, client: bool) -> str:
             f"event type {value!r} is reserved for the hub and agents",
             {"type": value},
         )
+    return value
+
+
+# --- recorded events (session/import) ----------------------------------------------------
+
+SOURCE_KINDS = ("client", "agent", "hub")
+
+
+def check_recorded_event(value: object, seq: int) -> dict[str, Any]:
+    """Check one event of an exported session (``seq`` is the one it must have).
+
+    Returns the event; raises :class:`InvalidParams` with a message that names the field
+    (callers say where: a line of a file, or ``events[i]``).
+    """
+    if not isinstance(value, dict):
+        raise InvalidParams("an event must be a JSON object")
+    if value.get("seq") != seq or isinstance(value.get("seq"), bool):
+        raise InvalidParams(f"seq must be {seq} (seqs are dense from 1), got {value.get('seq')!r}")
+    ts = value.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_INT:
+        raise InvalidParams(f"ts must be milliseconds since the Unix epoch, got {ts!r}")
+    try:
+        event_type = check_event_type(value.get("type"), client=False)
+    except InvalidParams as exc:
+        raise InvalidParams(f"bad type {value.get('type')!r}: {exc.message}") from None
+    if seq == 1 and event_type != "session.created":
+        raise InvalidParams(f"the first event must be session.created, not {event_type}")
+    source = value.get("source")
+    if (not isinstance(source, dict) or source.get("kind") not in SOURCE_KINDS
+            or not isinstance(source.get("name"), str)):
+        raise InvalidParams("source must be an object with kind (client, agent or hub) and name")
+    if not isinstance(value.get("data"), dict):
+        raise InvalidParams("data must be an object")
+    for name in ("turnId", "idempotencyKey"):
+        if not isinstance(value.get(name), str | None):
+            raise InvalidParams(f"{name} must be a string or null")
+    key = value.get("idempotencyKey")
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LEN:
+        raise InvalidParams(f"idempotencyKey must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters")
+    if value.get("state") is not None:
+        parse_statements(value["state"], "state")
+    if event_type == "state.changed":
+        parse_statements(value["data"].get("statements"), "data.statements")
     return value
 
 

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,14 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
-from server.store import Append, AppendResult, EventLog, SessionMeta, remove_files
+from server.store import (
+    Append,
+    AppendResult,
+    EventLog,
+    SessionMeta,
+    release_freed_memory,
+    remove_files,
+)
 
 log = logging.getLogger("axtui.sessions")
 
@@ -495,8 +502,15 @@ class SessionRegistry:
         at_seq: int | None,
         new_session_id: str | None,
         title: str | None,
+        agent: str | None = None,
     ) -> SessionInfo:
-        """Fork a session at ``at_seq``: copy events, rebuild state, record ``session.forked``."""
+        """Fork a session at ``at_seq``: copy events, rebuild state, record ``session.forked``.
+
+        ``agent`` gives the fork another agent than the origin's (recorded in
+        ``session.forked`` as ``agent``).
+        """
+        if agent is not None and agent not in self.agents:
+            raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
         origin = await self.get(session_id)
         head = origin.info.head_seq
         at = head if at_seq is None else at_seq
@@ -507,13 +521,16 @@ class SessionRegistry:
         try:
             om = origin.log.meta
             meta = SessionMeta(sid, protocol.new_epoch(), title or f"{om.title} (fork)".strip(),
-                               om.agent, dict(om.metadata), protocol.now_ms())
+                               agent or om.agent, dict(om.metadata), protocol.now_ms())
             event_log = await EventLog.create(path, meta, self.config.durability)
             try:
                 event_log.sql_timeout = self.config.query_timeout
                 await origin.log.copy_into(event_log, at)
                 fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-                data = orjson.dumps({"fromSessionId": session_id, "atSeq": at})
+                forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
+                if agent is not None:
+                    forked["agent"] = agent
+                data = orjson.dumps(forked)
                 outcomes, _ = await event_log.append_batch(
                     [Append("session.forked", source.to_json(), data, fut)]
                 )
@@ -525,6 +542,61 @@ class SessionRegistry:
                 if isinstance(exc, ProtocolError):
                     raise InternalError(
                         f"the fork could not rebuild its state: {exc.message}"
+                    ) from exc
+                raise
+            return await self._register(event_log)
+        finally:
+            self._reserved.discard(sid)
+
+    async def import_events(
+        self,
+        session_id: str | None,
+        title: str,
+        agent: str | None,
+        metadata: dict[str, Any],
+        events: Sequence[dict[str, Any]],
+    ) -> SessionInfo:
+        """A new session (new epoch) holding recorded ``events`` and the state they built.
+
+        ``events`` are checked (:func:`protocol.check_recorded_event`) and keep their seq,
+        ts, type, source, data, turnId, idempotency key and state; they get new ids. The
+        state is rebuilt as a fork rebuilds it. On any error nothing is stored.
+        """
+        if agent is not None and agent not in self.agents:
+            raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
+        if not events:
+            raise InvalidParams("events must hold at least session.created", {"param": "events"})
+        keys: set[str] = set()
+        events = [_recorded_fields(e) if isinstance(e, dict) else e for e in events]
+        for index, event in enumerate(events):
+            try:
+                protocol.check_recorded_event(event, index + 1)
+            except InvalidParams as exc:
+                raise InvalidParams(f"events[{index}]: {exc.message}",
+                                    {"param": "events", "index": index}) from None
+            key = event.get("idempotencyKey")
+            if key is not None:
+                if key in keys:
+                    raise InvalidParams(f"events[{index}]: idempotencyKey {key!r} is used twice",
+                                        {"param": "events", "index": index})
+                keys.add(key)
+        sid = self._reserve(session_id)
+        path = self.catalog.session_path(sid)
+        try:
+            meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata,
+                               protocol.now_ms())
+            event_log = await EventLog.create(path, meta, self.config.durability)
+            try:
+                event_log.sql_timeout = self.config.query_timeout
+                # The same copy a fork makes, fed from the recorded events.
+                recorded: Any = _Recorded(events)
+                await EventLog.copy_into(recorded, event_log, len(events))
+            except BaseException as exc:
+                await event_log.close()
+                remove_files(path)
+                if isinstance(exc, ProtocolError):
+                    raise InvalidParams(
+                        f"the recorded events cannot be imported: {exc.message}"
                     ) from exc
                 raise
             return await self._register(event_log)
@@ -572,9 +644,13 @@ class SessionRegistry:
         while True:
             await asyncio.sleep(max(0.05, min(5.0, idle / 2)))
             cutoff = time.monotonic() - idle
+            closed = 0
             for session in list(self.open.values()):
                 if not session.busy and session.last_used < cutoff:
                     await self._close(session)
+                    closed += 1
+            if closed:
+                await asyncio.to_thread(release_freed_memory)  # off the loop: it takes ms
 
     async def _close(self, session: Session) -> None:
         self.open.pop(session.id, None)
@@ -598,6 +674,29 @@ class SessionRegistry:
         if self._persisting is not None:
             await self._persisting
         await asyncio.gather(*(self._close(s) for s in list(self.open.values())))
+
+
+RECORDED_FIELDS = ("seq", "id", "ts", "type", "source", "data", "idempotencyKey", "turnId")
+
+
+def _recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An imported event with the fields of an event only, in the order the hub writes them."""
+    fields = {name: event.get(name) for name in RECORDED_FIELDS}
+    if event.get("state") is not None:
+        fields["state"] = event["state"]
+    return fields
+
+
+class _Recorded:
+    """Recorded events offered the way :meth:`EventLog.copy_into` reads its origin."""
+
+    def __init__(self, events: Sequence[dict[str, Any]]) -> None:
+        self.events = events
+
+    async def iter_raw(self, up_to_seq: int) -> AsyncIterator[bytes]:
+        """The events with seq up to ``up_to_seq``, encoded."""
+        for event in self.events[:up_to_seq]:
+            yield orjson.dumps(event)
 
 
 def not_found(session_id: str) -> NotFound:

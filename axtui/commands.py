@@ -1,0 +1,160 @@
+"""The short headless commands: ``sessions``, ``fork``, ``agents``, ``publish``, ``state``.
+
+Each is one coroutine returning the exit code; tables for people (rich), JSON with
+``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from axtui.headless import EXIT_OK, Target, connect, hub_error, usage_error
+from axtui.render import clock
+from server.protocol import ProtocolError
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+def parse_json(text: str, option: str, kind: type = dict) -> Any:
+    """``text`` parsed as JSON of ``kind`` (an object or a list), or a usage error."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise usage_error(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise usage_error(f"{option} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def _date(ms: int) -> str:
+    return time.strftime("%Y-%m-%d ", time.localtime(ms / 1000)) + clock(ms)[:8]
+
+
+async def list_sessions(target: Target, agent: str | None, as_json: bool) -> int:
+    """``axtui sessions``: every session, newest activity first."""
+    async with connect(target) as hub:
+        try:
+            sessions = [s async for s in hub.list_sessions(agent)]
+        except ProtocolError as exc:
+            raise hub_error(exc) from None
+    if as_json:
+        for session in sessions:
+            print_json(session)
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    for column in ("session", "title", "agent", "state", "head", "updated"):
+        table.add_column(column, justify="right" if column == "head" else "left")
+    for s in sessions:
+        table.add_row(s["sessionId"], s.get("title") or "", s.get("agent") or "-",
+                      s.get("agentState", ""), str(s.get("headSeq", 0)),
+                      _date(int(s.get("updatedAt", 0))))
+    _console().print(table)
+    return EXIT_OK
+
+
+async def fork(target: Target, session_id: str, at_seq: int | None, new_id: str | None,
+               title: str | None, agent: str | None, as_json: bool) -> int:
+    """``axtui fork``: a new session with the events up to ``at_seq`` and their state."""
+    params: dict[str, Any] = {"sessionId": session_id}
+    for key, value in (("atSeq", at_seq), ("newSessionId", new_id), ("title", title),
+                       ("agent", agent)):
+        if value is not None:
+            params[key] = value
+    async with connect(target) as hub:
+        try:
+            session = (await hub.call("session/fork", params))["session"]
+        except ProtocolError as exc:
+            raise hub_error(exc) from None
+    if as_json:
+        print_json(session)
+    else:
+        print(session["sessionId"])
+        print(f"forked {session_id} at seq {session['headSeq'] - 1} into {session['sessionId']}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+async def list_agents(target: Target, as_json: bool) -> int:
+    """``axtui agents``: the agents the hub can run."""
+    async with connect(target) as hub:
+        agents = (await hub.call("agents/list"))["agents"]
+    if as_json:
+        for agent in agents:
+            print_json(agent)
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    for column in ("agent", "protocol", "description"):
+        table.add_column(column)
+    for a in agents:
+        table.add_row(a["id"], a.get("protocol", ""), a.get("description", ""))
+    _console().print(table)
+    return EXIT_OK
+
+
+async def publish(target: Target, session_id: str, event_type: str, data: str | None,
+                  idempotency_key: str | None, state: str | None, as_json: bool) -> int:
+    """``axtui publish``: one event from a script, a cron job or CI; prints its seq."""
+    payload = parse_json(data, "--data") if data is not None else {}
+    statements = parse_json(state, "--state", list) if state is not None else None
+    async with connect(target) as hub:
+        try:
+            result = await hub.publish(session_id, event_type, payload,
+                                       idempotency_key=idempotency_key, state=statements)
+        except ProtocolError as exc:
+            raise hub_error(exc) from None
+    if as_json:
+        print_json(result)
+    else:
+        print(result["seq"])
+        if result.get("duplicate"):
+            print(f"already published (idempotency key {idempotency_key!r}): seq "
+                  f"{result['seq']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _scalar(text: str) -> Any:
+    """A ``--param``: a JSON scalar (``42``, ``1.5``, ``null``, ``"x"``) or else the text."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if value is None or isinstance(value, str | int | float) else text
+
+
+async def query_state(target: Target, session_id: str, sql: str, params: list[str],
+                      limit: int | None, as_json: bool) -> int:
+    """``axtui state``: read-only SQL on a session's state, printed as a table."""
+    values = [_scalar(p) for p in params]
+    async with connect(target) as hub:
+        try:
+            result = await hub.query(session_id, sql, values or None, limit)
+        except ProtocolError as exc:
+            raise hub_error(exc) from None
+    if as_json:
+        print_json(result)
+        return EXIT_OK
+    table = Table(box=None, header_style="bold")
+    for column in result["columns"]:
+        table.add_column(column)
+    for row in result["rows"]:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    console = _console()
+    console.print(table)
+    count = len(result["rows"])
+    note = " (truncated: pass --limit for more)" if result["truncated"] else ""
+    console.print(f"({count} row{'s' if count != 1 else ''}){note}", style="dim")
+    return EXIT_OK

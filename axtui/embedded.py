@@ -1,0 +1,74 @@
+"""An embedded hub for ``axtui exec`` without ``--server``: in this process, on the local data
+dir, on an ephemeral loopback port, reached through :class:`HubClient` like any other hub.
+
+It runs in local mode (no tokens; loopback only) whatever ``auth.tokens`` says, since it
+lives only as long as the command. Its log goes to ``data_dir/logs/hub.log``, not to the
+terminal. A hub (``axtui up`` or ``axtui serve``) already running on the data dir holds its
+lock: the command then says so and suggests ``--server``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+from axtui.headless import CommandError, usage_error
+from server.catalog import DataDirLocked
+from server.config import Config
+from server.hub import Hub
+
+
+@contextlib.contextmanager
+def _log_to_file(config: Config) -> Iterator[None]:
+    """The hub's log into ``data_dir/logs/hub.log`` only, so the terminal shows nothing but
+    the command's own output; the logger is put back as it was afterwards."""
+    logs = config.hub.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("axtui")
+    saved = (root.handlers[:], root.propagate, root.level)
+    handler = logging.FileHandler(logs / "hub.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.setLevel(getattr(logging, config.hub.log_level.upper(), logging.INFO))
+    root.handlers[:], root.propagate = [handler], False
+    try:
+        yield
+    finally:
+        root.handlers[:], root.propagate = saved[0], saved[1]
+        root.setLevel(saved[2])
+        handler.close()
+
+
+class HubAlreadyRunning(CommandError):
+    """Another hub holds the data dir's lock."""
+
+
+@contextlib.asynccontextmanager
+async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
+    """Run a hub for the duration of the block (on ``port``, by default a free one); yields
+    its websocket URL."""
+    config = replace(config, tokens=(),
+                     hub=replace(config.hub, host="127.0.0.1", port=port))
+    logging_to_file = _log_to_file(config)
+    try:
+        logging_to_file.__enter__()
+    except OSError as exc:
+        raise usage_error(f"cannot use the data dir {config.hub.data_dir}: {exc}") from None
+    try:
+        hub = Hub(config)
+        try:
+            await hub.start()
+        except DataDirLocked as exc:
+            raise HubAlreadyRunning(
+                f"{str(exc).split(';')[0]} (axtui up or axtui serve): talk to that hub with"
+                f" --server {config.client.server}", 2
+            ) from None
+        except OSError as exc:
+            raise CommandError(f"cannot start the embedded hub: {exc}", 2) from None
+        try:
+            yield hub.url
+        finally:
+            await hub.stop()
+    finally:
+        logging_to_file.__exit__(None, None, None)

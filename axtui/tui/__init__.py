@@ -1,0 +1,1 @@
+"""The axtui terminal UI (Textual): sessions, live conversations, replay, state, audit."""

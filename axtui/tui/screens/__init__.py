@@ -1,0 +1,1 @@
+"""The TUI's screens: main (sessions and a conversation), replay, state, inspector, help."""
