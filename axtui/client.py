@@ -37,6 +37,7 @@ from server.protocol import (
     ProtocolError,
     error_from_json,
 )
+from server.redact import protect_logs
 
 log = logging.getLogger("axtui.client")
 
@@ -159,6 +160,7 @@ class HubClient:
     ) -> None:
         self.url = url
         self.token = token
+        protect_logs([token])  # websockets.client logs our Authorization header at DEBUG
         self.client_info = {"name": name, "kind": kind, "version": __version__}
         self.reconnect = reconnect
         self.max_backoff = max_backoff
@@ -385,13 +387,21 @@ class HubClient:
         *,
         idempotency_key: str | None = None,
         state: list[dict[str, Any]] | None = None,
+        on_behalf_of: str | None = None,
     ) -> dict[str, Any]:
-        """Publish an event; returns ``{seq, ts, duplicate}`` once it is durable."""
+        """Publish an event; returns ``{seq, ts, duplicate}`` once it is durable.
+
+        ``on_behalf_of`` names the person a bridge publishes for (a chat user's display
+        name): it becomes the event's ``source.name``, and the hub records this client's
+        own principal in ``source.principal``.
+        """
         params: dict[str, Any] = {"sessionId": session_id, "type": type, "data": data or {}}
         if idempotency_key is not None:
             params["idempotencyKey"] = idempotency_key
         if state is not None:
             params["state"] = state
+        if on_behalf_of is not None:
+            params["onBehalfOf"] = on_behalf_of
         while True:
             try:
                 result: dict[str, Any] = await self.call("session/publish", params)

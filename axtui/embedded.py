@@ -18,6 +18,7 @@ from axtui.headless import CommandError, usage_error
 from server.catalog import DataDirLocked
 from server.config import Config
 from server.hub import Hub
+from server.redact import protect_logs
 
 
 @contextlib.contextmanager
@@ -30,6 +31,7 @@ def _log_to_file(config: Config) -> Iterator[None]:
     saved = (root.handlers[:], root.propagate, root.level)
     handler = logging.FileHandler(logs / "hub.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    protect_logs(handlers=[handler])
     root.setLevel(getattr(logging, config.hub.log_level.upper(), logging.INFO))
     root.handlers[:], root.propagate = [handler], False
     try:

@@ -7,8 +7,13 @@ The pretty form is what someone debugging an agent run wants to read::
 
 seq, the local time with milliseconds, the source (``name/client`` for clients, the agent
 id for agents, ``hub``), the type, and a body made for the type (text for messages,
-title and status for tools, plan entries, state statements, permission options). Colours
-only on a terminal (rich decides). The JSON Lines form is one event per line, exactly as
+title and status for tools, plan entries, state statements, permission options). An event
+a bridge published on someone's behalf shows the person as the name and ends with
+``(sent by <principal>)``, the token that published it::
+
+     12 14:05:01.004 Bob/slack      user.message         Is the export fixed? (sent by slackbot)
+
+Colours only on a terminal (rich decides). The JSON Lines form is one event per line, exactly as
 the hub sent it.
 """
 
@@ -54,6 +59,13 @@ def source_label(source: Any) -> str:
     if source.get("kind") == "client" and source.get("client"):
         return f"{name}/{source['client']}"
     return name
+
+
+def principal_note(source: Any) -> str:
+    """`` (sent by <principal>)`` when a client published on someone's behalf, else ``""``."""
+    if isinstance(source, dict) and source.get("principal"):
+        return f" (sent by {source['principal']})"
+    return ""
 
 
 def _compact(value: Any, limit: int = 300) -> str:
@@ -174,6 +186,7 @@ class EventPrinter:
         lines = body_lines(event)
         line = self._head(event, kind)
         line.append(lines[0], TYPE_STYLES.get(kind, ""))
+        line.append(principal_note(event.get("source")), "dim")
         for more in lines[1:]:
             line.append("\n" + " " * BODY_INDENT + more, TYPE_STYLES.get(kind, ""))
         self.console.print(line)

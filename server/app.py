@@ -11,25 +11,34 @@ from typing import Any
 
 from server.config import Config
 from server.hub import Hub
+from server.redact import protect_logs
 
 log = logging.getLogger("axtui")
 
 
 def setup_logging(config: Config) -> None:
-    """Log to stderr and to ``data_dir/logs/hub.log``."""
+    """Log to stderr and to ``data_dir/logs/hub.log``, with every token masked.
+
+    The websockets server's own records (handshake failures, and at ``debug`` connections
+    opening and closing) go to the same place, but never its DEBUG lines: those dump every
+    header and every frame, which would copy all sessions' data into the log.
+    """
     level = getattr(logging, config.hub.log_level.upper(), logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger("axtui")
-    root.setLevel(level)
-    root.handlers.clear()
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
-    root.addHandler(console)
     logs = config.hub.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     file = logging.FileHandler(logs / "hub.log")
-    file.setFormatter(fmt)
-    root.addHandler(file)
+    handlers: list[logging.Handler] = [console, file]
+    for handler in handlers:
+        handler.setFormatter(fmt)
+    protect_logs([t.token for t in config.tokens], handlers)
+    # At INFO websockets says "connection open/closed" for every client: only in debug.
+    ws_level = logging.INFO if level <= logging.DEBUG else max(level, logging.WARNING)
+    for name, at in (("axtui", level), ("websockets.server", ws_level)):
+        logger = logging.getLogger(name)
+        logger.setLevel(at)
+        logger.handlers[:] = handlers
 
 
 async def serve_until_stopped(

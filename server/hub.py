@@ -34,6 +34,7 @@ from server.protocol import (
     Role,
     SessionInfo,
 )
+from server.redact import protect_logs
 from server.sessions import Session, SessionRegistry
 from server.supervisor import Supervisor
 
@@ -80,6 +81,7 @@ class Hub:
 
     async def start(self) -> None:
         """Open the catalog (taking the data-dir lock) and start listening."""
+        protect_logs(t.token for t in self.config.tokens)  # websockets logs headers at DEBUG
         await self.catalog.open()
         self.sessions.start()
         hub = self.config.hub

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -162,6 +162,10 @@ async def session_publish(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     if event_type == "user.message" and not isinstance(data.get("text"), str):
         raise InvalidParams("a user.message needs data.text, a string", {"param": "data.text"})
     key = p.string("idempotencyKey", None, max_len=protocol.MAX_IDEMPOTENCY_KEY_LEN)
+    source = conn.source
+    if p.get("onBehalfOf") is not None:  # a bridge publishing for a person: keep who it is
+        source = replace(source, name=protocol.check_display_name(p.get("onBehalfOf")),
+                         principal=source.name)
     statements = None
     recorded = None
     if p.get("state") is not None:
@@ -172,7 +176,7 @@ async def session_publish(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     session = await hub.sessions.get(sid)
     future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
     result = await session.submit(Append(
-        event_type, conn.source.to_json(), encoded, future, idempotency_key=key,
+        event_type, source.to_json(), encoded, future, idempotency_key=key,
         statements=statements, recorded_statements=recorded,
     ))
     return {"seq": result.seq, "ts": result.ts, "duplicate": result.duplicate}

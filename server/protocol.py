@@ -28,6 +28,7 @@ import enum
 import os
 import re
 import time
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, ClassVar, NoReturn
 
@@ -212,6 +213,7 @@ EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 MAX_INT = 2**63 - 1  # SQLite's largest integer
 MAX_TYPE_LEN = 64
 MAX_IDEMPOTENCY_KEY_LEN = 128
+MAX_DISPLAY_NAME_LEN = 64  # onBehalfOf
 RESERVED_PREFIXES = ("agent.", "turn.", "tool.", "session.", "hub.")
 RESERVED_TYPES = frozenset({"plan", "permission.request", "state.changed"})
 AGENT_STATES = ("none", "suspended", "starting", "idle", "running", "waiting", "failed")
@@ -222,6 +224,23 @@ def check_session_id(value: object, name: str = "sessionId") -> str:
     if not isinstance(value, str) or not SESSION_ID_RE.fullmatch(value):
         raise InvalidParams(
             f"{name} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
+            {"param": name},
+        )
+    return value
+
+
+def check_display_name(value: object, name: str = "onBehalfOf") -> str:
+    """A person's display name (``onBehalfOf``): 1 to 64 characters, not blank, and no
+    control characters (a name must not break the line it is shown on)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_DISPLAY_NAME_LEN
+        or value.isspace()
+        or any(unicodedata.category(c) == "Cc" for c in value)
+    ):
+        raise InvalidParams(
+            f"{name} must be a display name: 1 to {MAX_DISPLAY_NAME_LEN} characters, not"
+            " blank, with no control characters",
             {"param": name},
         )
     return value

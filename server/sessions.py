@@ -108,17 +108,21 @@ class Observer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Who an event comes from (the ``source`` object)."""
+    """Who an event comes from (the ``source`` object); ``principal`` is set when a client
+    published on behalf of someone (``name``), and is then the token's own name."""
 
     kind: str
     name: str
     client: str | None = None
+    principal: str | None = None
 
     def to_json(self) -> bytes:
         """The encoded ``source`` object."""
         obj: dict[str, Any] = {"kind": self.kind, "name": self.name}
         if self.client is not None:
             obj["client"] = self.client
+        if self.principal is not None:
+            obj["principal"] = self.principal
         return orjson.dumps(obj)
 
 

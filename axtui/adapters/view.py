@@ -85,11 +85,10 @@ def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
 
 
 def who(event: Event) -> tuple[str, str]:
-    """(name, client) of the event's author; ``data.author`` names the person when a bot
-    published on someone's behalf."""
+    """(name, client) of the event's author: ``source.name``, which is the person when a
+    bridge published on their behalf (``onBehalfOf``)."""
     source = event.get("source") or {}
-    author = (event.get("data") or {}).get("author")
-    name = author if isinstance(author, str) and author else str(source.get("name", "?"))
+    name = str(source.get("name", "?"))
     client = str(source.get("client") or source.get("kind") or "?")
     return name, client
 

@@ -20,6 +20,7 @@ import logging
 import re
 import signal
 import time
+import unicodedata
 from collections import OrderedDict
 from typing import Any
 
@@ -35,14 +36,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from axtui.adapters.bridge import Bridges, SessionBridge
-from axtui.adapters.redact import Redactor
 from axtui.adapters.threads import open_session, thread_session_id
 from axtui.adapters.view import MAX_CHARS, Event
 from axtui.client import HubClient, HubUnavailable
 from axtui.slack.render import PERMISSION_ACTION
 from axtui.slack.thread import SlackThread
 from server.config import ClientConfig, Config, SlackConfig
-from server.protocol import Conflict, NotFound, ProtocolError
+from server.protocol import MAX_DISPLAY_NAME_LEN, Conflict, NotFound, ProtocolError
+from server.redact import protect_logs
 
 log = logging.getLogger("axtui.slack")
 
@@ -92,7 +93,6 @@ class SlackAdapter:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handler: AsyncSocketModeHandler | None = None
-        self._redactor = Redactor([slack.bot_token, slack.app_token, client.token])
         self.app = AsyncApp(client=self.web, process_before_response=True,
                             logger=logging.getLogger("axtui.slack.bolt"))
         self.app.event("app_mention")(self._on_mention)
@@ -107,7 +107,7 @@ class SlackAdapter:
         Raises :class:`SlackSetupError` for a token Slack refuses, and the hub client's
         ``HubUnavailable`` when the hub cannot be reached.
         """
-        self._redactor.install()
+        protect_logs([self.config.bot_token, self.config.app_token, self.hub.token])
         try:
             auth = await self.web.auth_test()
         except SlackApiError as exc:
@@ -144,7 +144,6 @@ class SlackAdapter:
             task.cancel()
         await self.bridges.close()
         await self.hub.close()
-        self._redactor.remove()
 
     async def _check_agent(self) -> None:
         agents = [a["id"] for a in (await self.hub.call("agents/list"))["agents"]]
@@ -246,9 +245,9 @@ class SlackAdapter:
             return
         name = await self._display_name(user)
         await self.hub.publish(sid, "user.message", {
-            "text": text, "author": name,
-            "slack": {"team": team, "channel": channel, "ts": ts, "user": user},
-        }, idempotency_key=f"slack:{body.get('event_id') or f'{channel}:{ts}'}")
+            "text": text, "slack": {"team": team, "channel": channel, "ts": ts, "user": user},
+        }, idempotency_key=f"slack:{body.get('event_id') or f'{channel}:{ts}'}",
+            on_behalf_of=name)
         self.bridges.attach(session)
 
     async def _open(self, sid: str, team: str, channel: str, thread_ts: str,
@@ -270,6 +269,7 @@ class SlackAdapter:
         return session
 
     async def _display_name(self, user: str) -> str:
+        """The person's Slack display name, as the hub takes it for ``onBehalfOf``."""
         name = self._names.get(user)
         if name is None:
             try:
@@ -280,6 +280,7 @@ class SlackAdapter:
             except (SlackApiError, KeyError) as exc:
                 log.warning("cannot look up Slack user %s: %s", user, exc)
                 return user
+            name = as_display_name(str(name), user)
             self._names[user] = name
         return name
 
@@ -297,8 +298,9 @@ class SlackAdapter:
         name = await self._display_name(user)
         try:
             await self.hub.publish(sid, "permission.response", {
-                "requestId": request_id, "optionId": option_id, "author": name,
-            }, idempotency_key=f"slack:action:{action.get('action_ts')}:{user}")
+                "requestId": request_id, "optionId": option_id,
+            }, idempotency_key=f"slack:action:{action.get('action_ts')}:{user}",
+                on_behalf_of=name)
         except (Conflict, NotFound) as exc:
             channel = str((body.get("channel") or {}).get("id"))
             message = body.get("message") or {}
@@ -331,6 +333,8 @@ def run(config: Config) -> int:
         log.error("the config has no slack: section (see config.example.yaml and"
                   " docs/slack.md)")
         return 2
+    protect_logs([config.client.token, config.slack.bot_token, config.slack.app_token],
+                 logging.getLogger().handlers)  # every record this process prints
     try:
         asyncio.run(serve(config, config.slack))
     except SlackSetupError as exc:
@@ -340,6 +344,16 @@ def run(config: Config) -> int:
         log.error("%s (client.server in the config)", exc)
         return 3
     return 0
+
+
+def as_display_name(name: str, fallback: str) -> str:
+    """``name`` made fit for ``onBehalfOf``: whitespace and control characters collapsed to
+    single spaces, at most 64 characters; ``fallback`` (the user id) when nothing is left."""
+    name = " ".join("".join(" " if unicodedata.category(c) == "Cc" else c
+                            for c in name).split())
+    if len(name) > MAX_DISPLAY_NAME_LEN:
+        name = name[:MAX_DISPLAY_NAME_LEN - 1] + "…"
+    return name or fallback
 
 
 def _own_ref(event: Event) -> str | None:

@@ -25,7 +25,7 @@ class HubThread(threading.Thread):
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._shutdown: asyncio.Event | None = None
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -35,9 +35,9 @@ class HubThread(threading.Thread):
             async with embedded_hub(self.config, self.config.hub.port) as url:
                 self.url = url
                 self._loop = asyncio.get_running_loop()
-                self._stop = asyncio.Event()
+                self._shutdown = asyncio.Event()
                 self._ready.set()
-                await self._stop.wait()
+                await self._shutdown.wait()
         except BaseException as exc:  # handed to the main thread, which reports it
             self.error = exc
         finally:
@@ -54,8 +54,8 @@ class HubThread(threading.Thread):
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the hub (clients get 1001, agents are stopped) and wait for it."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._shutdown is not None:
+            self._loop.call_soon_threadsafe(self._shutdown.set)
         self.join(timeout)
 
 

@@ -224,7 +224,7 @@ class MainScreen(Screen[None]):
                              (f"  {session.get('agent') or 'no agent'} · {state_word(state)}",
                               "dim"))
         if self.conversation.running_turn:
-            line.append("  ·  Esc Esc cancels the turn", style="italic")
+            line.append("  ·  Esc Esc cancels", style="italic")
         header.update(line)
         self.query_one(StatusBar).set_note(
             f"{session['sessionId']} · seq {self.conversation.last_seq}")

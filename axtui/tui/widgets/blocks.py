@@ -17,8 +17,9 @@ from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Button, Collapsible, Markdown, Static
 
 from axtui.tui import model as m
@@ -35,7 +36,7 @@ STATUS_ICONS = {"pending": "○", "in_progress": "◐", "completed": "✓", "fai
 PLAN_ICONS = {"pending": "○", "in_progress": "▶", "completed": "✓"}
 
 
-class BlockWidget(Vertical):
+class BlockWidget(Widget):
     """Base of the block widgets: knows its block's key and the version it shows."""
 
     DEFAULT_CSS = """
@@ -50,8 +51,10 @@ class BlockWidget(Vertical):
         self.block_key = block.key
         self.seq = block.seq
         self.shown_version = -1
+        self.retired = False  # set when the view drops this widget (it may not be mounted yet)
         self._initial = block
         self._ready = False
+        self._content: RenderableType = ""
 
     def on_mount(self) -> None:
         self._ready = True
@@ -60,13 +63,22 @@ class BlockWidget(Vertical):
     def show(self, block: m.Block) -> None:
         """Render ``block`` if it is newer than what is on screen (once mounted)."""
         self._initial = block
-        if self._ready and block.version != self.shown_version:
+        if self._ready and not self.retired and block.version != self.shown_version:
             self.shown_version = block.version
             self.render_block(block)
 
     def render_block(self, block: m.Block) -> None:
         """Draw the block (each subclass its own)."""
         raise NotImplementedError
+
+    def draw(self, content: RenderableType) -> None:
+        """Show ``content`` as the whole block (blocks without child widgets: cheap to mount,
+        which matters when hundreds of events a second arrive)."""
+        self._content = content
+        self.refresh(layout=True)
+
+    def render(self) -> RenderableType:
+        return self._content
 
 
 class UserMessage(BlockWidget):
@@ -76,17 +88,11 @@ class UserMessage(BlockWidget):
     UserMessage { border-left: outer $accent; padding: 0 1; background: $boost; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield Static(classes="meta")
-        yield Static(classes="body")
-
     def render_block(self, block: m.Block) -> None:
         assert isinstance(block, m.UserBlock)
         via = f" via {block.client}" if block.client else ""
-        meta = Text.assemble((block.name or "someone", "bold"), (via, "dim"),
-                             ("  " + self.time_format(block.ts), "dim"))
-        self.query_one(".meta", Static).update(meta)
-        self.query_one(".body", Static).update(Text(block.text))
+        self.draw(Text.assemble((block.name or "someone", "bold"), (via, "dim"),
+                                ("  " + self.time_format(block.ts), "dim"), "\n", block.text))
 
 
 class AgentMessage(BlockWidget):
@@ -203,9 +209,6 @@ class PlanView(BlockWidget):
     PlanView { border-left: outer $secondary; padding: 0 1; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield Static(classes="body")
-
     def render_block(self, block: m.Block) -> None:
         assert isinstance(block, m.PlanBlock)
         text = Text("plan\n", style="bold")
@@ -216,7 +219,7 @@ class PlanView(BlockWidget):
                         "in_progress" else "dim")
             text.append(str(entry.get("content", "")) + "\n", style=style)
         text.rstrip()
-        self.query_one(".body", Static).update(text)
+        self.draw(text)
 
 
 class PermissionPrompt(BlockWidget, can_focus=True):
@@ -312,9 +315,6 @@ class StateChange(BlockWidget):
     StateChange { border-left: outer $success; padding: 0 1; color: $text-muted; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield Static(classes="body")
-
     def render_block(self, block: m.Block) -> None:
         assert isinstance(block, m.StateBlock)
         text = Text.assemble(("state changed", "bold"), (f" by {block.by}", "dim"))
@@ -325,7 +325,7 @@ class StateChange(BlockWidget):
             text.append("\n  " + _clip(" ".join(str(statement.get("sql", "")).split()), 120))
         if len(block.statements) > 5:
             text.append(f"\n  … {len(block.statements) - 5} more", style="dim")
-        self.query_one(".body", Static).update(text)
+        self.draw(text)
 
 
 class Notice(BlockWidget):
@@ -336,15 +336,11 @@ class Notice(BlockWidget):
     Notice.-failure { color: $error; text-style: bold; margin-bottom: 1; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield Static(classes="body")
-
     def render_block(self, block: m.Block) -> None:
         assert isinstance(block, m.NoticeBlock)
         self.set_class(block.failure, "-failure")
         mark = "✗ " if block.failure else "· "
-        self.query_one(".body", Static).update(
-            Text(f"{mark}{block.text}  {self.time_format(block.ts)}"))
+        self.draw(Text(f"{mark}{block.text}  {self.time_format(block.ts)}"))
 
 
 class AppEvent(BlockWidget):
@@ -354,16 +350,13 @@ class AppEvent(BlockWidget):
     AppEvent { border-left: outer $warning; padding: 0 1; }
     """
 
-    def compose(self) -> ComposeResult:
-        yield Static(classes="body")
-
     def render_block(self, block: m.Block) -> None:
         assert isinstance(block, m.EventBlock)
         text = Text.assemble((block.type, "bold"), (f" from {block.by}", "dim"))
         for name, value in list(block.data.items())[:8]:
             text.append(f"\n  {name}: ", style="dim")
             text.append(_clip(value if isinstance(value, str) else json.dumps(value), 120))
-        self.query_one(".body", Static).update(text)
+        self.draw(text)
 
 
 def widget_for(block: m.Block, interactive: bool = True) -> BlockWidget:

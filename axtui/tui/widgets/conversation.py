@@ -22,7 +22,7 @@ class ConversationView(VerticalScroll):
     ConversationView > .earlier { color: $text-muted; text-style: italic; margin-bottom: 1; }
     """
 
-    def __init__(self, max_widgets: int = 120, *, interactive: bool = True,
+    def __init__(self, max_widgets: int = 60, *, interactive: bool = True,
                  id: str | None = None) -> None:
         super().__init__(id=id)
         self.max_widgets = max_widgets
@@ -40,6 +40,8 @@ class ConversationView(VerticalScroll):
     def reset(self) -> None:
         """Forget every widget (before showing another conversation or rewinding)."""
         if self._widgets:
+            for widget in self._widgets.values():
+                widget.retired = True
             self.remove_children(list(self._widgets.values()))
         self._widgets = {}
         self._earlier.display = False
@@ -51,9 +53,10 @@ class ConversationView(VerticalScroll):
         wanted = set(keys)
         stale = [w for k, w in self._widgets.items() if k not in wanted]
         if stale:
-            self.remove_children(stale)
             for widget in stale:
+                widget.retired = True
                 del self._widgets[widget.block_key]
+            self.remove_children(stale)
         fresh: list[BlockWidget] = []
         for key in keys:
             block = conversation.blocks[key]

@@ -113,9 +113,9 @@ class SessionList(Vertical):
         self._schedule()
 
     def mark_read(self, session_id: str, seq: int) -> None:
-        """Everything up to ``seq`` of ``session_id`` has been seen."""
+        """Everything up to ``seq`` of ``session_id`` has been seen (no redraw: the open
+        session shows no unread count anyway)."""
         self._seen[session_id] = max(seq, self._seen.get(session_id, 0))
-        self._schedule()
 
     def unread(self, session_id: str) -> int:
         """Events of ``session_id`` not yet seen."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from axtui.client import HubClient
+from axtui.slack.app import as_display_name
+from server.config import TokenConfig
 from server.hub import Hub
+from server.protocol import Conflict, Role
 from tests.axtui.slack.conftest import AdapterFactory
 from tests.axtui.slack.fake_slack import BOT_USER, TEAM, FakeSlack
+from tests.conftest import HubFactory, make_config
+from tests.server.agent_helpers import echo_agent
 
 
 def session_of(channel: str, thread_ts: str) -> str:
@@ -43,8 +52,9 @@ async def test_mention_creates_session_and_streams_reply(
                                              "thread_ts": root["ts"]}}
     assert len(users) == 1  # app_mention and message of one message: published once
     assert users[0]["data"]["text"] == "hello there"
-    assert users[0]["data"]["author"] == "Alice"
-    assert users[0]["source"]["client"] == "slack"
+    assert users[0]["source"] == {"kind": "client", "name": "Alice", "client": "slack",
+                                  "principal": "local"}
+    assert "author" not in users[0]["data"]
     assert users[0]["idempotencyKey"] in {f"slack:{e}" for e in root["event_ids"]}
     replies = [m for m in slack.bot_messages("C1", root["ts"])
                if m["metadata"]["event_payload"]["key"].startswith("msg:")]
@@ -65,7 +75,7 @@ async def test_thread_reply_continues_the_session(
     async with HubClient(echo_hub.url, kind="test") as hub:
         users = (await hub.history(session_of("C1", root["ts"]),
                                    types=["user.message"]))["events"]
-    assert [(e["data"]["text"], e["data"]["author"]) for e in users] == [
+    assert [(e["data"]["text"], e["source"]["name"]) for e in users] == [
         ("first", "Alice"), ("second", "Bob")]
 
 
@@ -117,8 +127,9 @@ def permission_card(slack: FakeSlack, channel: str, thread_ts: str) -> Any:
 
 async def test_permission_answered_by_button(
         slack: FakeSlack, echo_hub: Hub, adapters: AdapterFactory) -> None:
-    """A permission request becomes buttons; a click publishes permission.response and the
-    card then says who answered."""
+    """A permission request becomes buttons; a click publishes permission.response as the
+    Slack user (source.name), the card then says who answered, and so does the hub's
+    -32009 to anyone answering later."""
     await adapters(echo_hub)
     root = await slack.say(f"<@{BOT_USER}> permission")
     card = await slack.wait_for(permission_card(slack, "C1", root["ts"]))
@@ -127,11 +138,14 @@ async def test_permission_answered_by_button(
     await slack.wait_for(replied(slack, "C1", root["ts"], "permission: allow"))
     await slack.wait_for(lambda: "answered by Bob via slack" in json_of(card["blocks"]))
     assert not any(b["type"] == "actions" for b in card["blocks"])
-    async with HubClient(echo_hub.url, kind="test") as hub:
-        answers = (await hub.history(session_of("C1", root["ts"]),
-                                     types=["permission.response"]))["events"]
-    assert [(a["data"]["optionId"], a["data"]["author"], a["source"]["client"])
-            for a in answers] == [("allow", "Bob", "slack")]
+    async with HubClient(echo_hub.url, kind="tui") as hub:
+        sid = session_of("C1", root["ts"])
+        answers = (await hub.history(sid, types=["permission.response"]))["events"]
+        with pytest.raises(Conflict, match="already answered by Bob via slack"):
+            await hub.publish(sid, "permission.response", answers[0]["data"])
+    assert [(a["data"], a["source"]) for a in answers] == [
+        ({"requestId": answers[0]["data"]["requestId"], "optionId": "allow"},
+         {"kind": "client", "name": "Bob", "client": "slack", "principal": "local"})]
 
 
 async def test_permission_answered_elsewhere_updates_the_buttons(
@@ -166,3 +180,31 @@ def card_with_buttons(slack: FakeSlack, ts: str) -> Any:
     post = next(c for c in slack.calls_to("chat.postMessage")
                 if c.response.get("ts") == ts)
     return post.params["blocks"]
+
+
+async def test_on_a_token_hub_the_principal_is_the_adapters_token(
+        slack: FakeSlack, hub_factory: HubFactory, adapters: AdapterFactory,
+        tmp_path: Path) -> None:
+    """With hub tokens, a Slack message is stored under the Slack user's name, and the
+    adapter's token name is kept as source.principal (the audit trail)."""
+    config = replace(make_config(tmp_path / "hub", agents={"echo": echo_agent(tmp_path)}),
+                     tokens=(TokenConfig("slackbot", "slack-hub-token", Role.PARTICIPANT),
+                             TokenConfig("ops", "ops-token", Role.ADMIN)))
+    hub = await hub_factory(config=config)
+    await adapters(hub, hub_token="slack-hub-token")
+    root = await slack.say(f"<@{BOT_USER}> hello", user="U2")
+    await slack.wait_for(replied(slack, "C1", root["ts"], "(I have seen 1 messages"))
+    async with HubClient(hub.url, token="ops-token", kind="test") as ops:
+        users = (await ops.history(session_of("C1", root["ts"]),
+                                   types=["user.message"]))["events"]
+    assert [u["source"] for u in users] == [
+        {"kind": "client", "name": "Bob", "client": "slack", "principal": "slackbot"}]
+
+
+def test_slack_names_are_made_fit_for_the_hub() -> None:
+    """Long Slack names are cut to 64 characters, control characters and runs of blanks
+    become one space, and an empty name falls back to the user id."""
+    assert as_display_name("Ada  Lovelace\n(she/her)", "U1") == "Ada Lovelace (she/her)"
+    long = as_display_name("x" * 80, "U1")
+    assert len(long) == 64 and long.endswith("…")
+    assert as_display_name(" \t", "U9") == "U9"
