@@ -43,12 +43,15 @@ async def until(pilot: Pilot[None], condition: Callable[[], object], what: str,
 
 
 async def turn(client: HubClient, session_id: str, text: str, answer: str | None = None) -> None:
-    """Publish ``text`` and wait for the turn it starts to end (answering permissions)."""
+    """Publish ``text`` and wait until its turn ends, answering a permission request with
+    ``answer``, or stopping at the request when ``answer`` is None."""
     head = (await client.get_session(session_id))["headSeq"]
     await client.publish(session_id, "user.message", {"text": text})
     subscription = client.subscribe(session_id, after_seq=head)
     async for event in subscription:
-        if event["type"] == "permission.request" and answer:
+        if event["type"] == "permission.request":
+            if answer is None:
+                break
             await client.publish(session_id, "permission.response", {
                 "requestId": event["data"]["requestId"], "optionId": answer})
         if event["type"] in ("turn.completed", "turn.failed"):

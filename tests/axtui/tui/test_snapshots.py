@@ -13,6 +13,7 @@ from axtui.tui.app import AxtuiApp
 from axtui.tui.screens.help import HelpScreen
 from axtui.tui.screens.new_session import NewSessionScreen
 from axtui.tui.screens.replay import ReplayScreen
+from axtui.tui.screenshots import turn
 from axtui.tui.widgets.blocks import PermissionPrompt
 from server.hub import Hub
 from tests.axtui.tui.conftest import FixedClock, wait_until
@@ -55,22 +56,6 @@ def snapshot(tmp_path: Path, stage: Stage, drive: Drive) -> tuple[SnapshotApp, A
         await pilot.pause()
 
     return app, run_before
-
-
-async def turn(client: HubClient, sid: str, text: str, answer: str | None) -> None:
-    """Publish ``text`` and wait until the turn ends, or until it asks (``answer`` None)."""
-    head = (await client.get_session(sid))["headSeq"]
-    await client.publish(sid, "user.message", {"text": text})
-    subscription = client.subscribe(sid, after_seq=head)
-    async for event in subscription:
-        if event["type"] == "permission.request":
-            if answer is None:
-                break
-            await client.publish(sid, "permission.response",
-                                 {"requestId": event["data"]["requestId"], "optionId": answer})
-        if event["type"] in ("turn.completed", "turn.failed"):
-            break
-    await subscription.close()
 
 
 async def sessions(client: HubClient) -> None:
