@@ -19,19 +19,29 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, w1_latency, w3_catchup, w4_wake, w5_idle, w6_start
+from bench import (
+    common,
+    w1_latency,
+    w2_throughput,
+    w3_catchup,
+    w4_wake,
+    w5_idle,
+    w6_start,
+    w7_tui,
+)
 from bench.common import WorkloadResult
 
 RESULTS = Path(__file__).parent / "results"
 
 Workload = Callable[[Path, argparse.Namespace], WorkloadResult]
 WORKLOADS: dict[str, tuple[str, Workload]] = {
-    "W1": ("latency", lambda d, a: w1_latency.run(d, quick=a.quick,
-                                                  subscriber_procs=a.w1_subscriber_procs)),
+    "W1": ("latency", lambda d, a: w1_latency.run(d, quick=a.quick, peers=a.peers)),
+    "W2": ("throughput", lambda d, a: w2_throughput.run(d, quick=a.quick, peers=a.peers)),
     "W3": ("catch-up", lambda d, a: w3_catchup.run(d, quick=a.quick)),
     "W4": ("wake", lambda d, a: w4_wake.run(d, quick=a.quick)),
     "W5": ("idle", lambda d, a: w5_idle.run(d, quick=a.quick)),
     "W6": ("start", lambda d, a: w6_start.run(d, quick=a.quick)),
+    "W7": ("TUI", lambda d, a: w7_tui.run(d, quick=a.quick)),
 }
 
 
@@ -39,17 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
-                        help="shorter runs (W1 3 s, W3 20,000 events, 5 W4 wakes, W5 200"
-                             " sessions and 400 connections, fewer W6 starts)")
+                        help="shorter runs (W1 3 s, W2 2 windows of 1 s, W3 20,000 events, 5 W4"
+                             " wakes, W5 200 sessions and 400 connections, fewer W6 starts)")
     parser.add_argument("--only", type=_workload_list, default=list(WORKLOADS),
                         metavar="W1,W3,...", help="run only these workloads")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="where the hubs' temp data dirs go (default: the system temp"
                              " dir); put it on the disk you want to measure")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs afterwards")
-    parser.add_argument("--w1-subscriber-procs", type=int, default=1, metavar="N",
-                        help="run W1's subscribers in N child processes; 0 runs them in this"
-                             " process, next to the publisher (default 1; see the README)")
+    parser.add_argument("--peers", type=_peer_list, default=("axtui", "floor", "redis"),
+                        metavar="floor,redis", help="the peers W1 and W2 measure beside the hub"
+                        " (default floor,redis; 'none' for the hub alone)")
     parser.add_argument("--no-save", action="store_true", help="do not write a results file")
     return parser.parse_args(argv)
 
@@ -62,6 +72,15 @@ def _workload_list(text: str) -> list[str]:
             f"unknown workload {', '.join(unknown) or text!r}; choose from {', '.join(WORKLOADS)}"
         )
     return keys
+
+
+def _peer_list(text: str) -> tuple[str, ...]:
+    keys = [k.strip().lower() for k in text.split(",") if k.strip() and k.strip() != "none"]
+    unknown = [k for k in keys if k not in ("floor", "redis")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown)}; choose from"
+                                         " floor, redis (or none)")
+    return ("axtui", *keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,12 +168,18 @@ def save(results: dict[str, WorkloadResult], machine: dict[str, Any], quick: boo
 
 
 def _commit() -> str | None:
-    """The repository's HEAD commit (read-only), if this is a git checkout."""
+    """The repository's HEAD commit (read-only), if this is a git checkout, marked
+    ``+uncommitted`` when the hub, client or bench code differs from it."""
+    here = Path(__file__).resolve().parent.parent  # the repository, for the pathspecs below
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=here).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                  "server", "axtui", "bench"], capture_output=True, text=True,
+                                 check=True, cwd=here).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return f"{head}+uncommitted" if changes else head
 
 
 if __name__ == "__main__":

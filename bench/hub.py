@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/ws")
+LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/ws")  # the hub's and the floor's
 POLL_INTERVAL = 0.001  # seconds between /healthz attempts: the start-time resolution
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,9 +52,10 @@ class HubUnderTest:
     Everything the hub logs is kept (see :attr:`log`) and shown if it fails to start.
     """
 
-    def __init__(self, data_dir: Path, config: Path) -> None:
-        self.argv = [sys.executable, "-m", "axtui.cli", "serve", "--port", "0",
-                     "--data-dir", str(data_dir), "--config", str(config)]
+    def __init__(self, data_dir: Path, config: Path | None,
+                 argv: list[str] | None = None) -> None:
+        self.argv = argv or [sys.executable, "-m", "axtui.cli", "serve", "--port", "0",
+                             "--data-dir", str(data_dir), "--config", str(config)]
         self.proc: subprocess.Popen[str] | None = None
         self.port: int | None = None
         self.startup_seconds = 0.0
@@ -63,6 +64,12 @@ class HubUnderTest:
         self._lines: list[str] = []
         self._listening = threading.Event()
         self._reader: threading.Thread | None = None
+
+    @classmethod
+    def floor(cls, data_dir: Path, durability: str = "full") -> HubUnderTest:
+        """The floor program (:mod:`bench.floor`) instead of the hub, started the same way."""
+        return cls(data_dir, None, [sys.executable, "-m", "bench.floor", "--data-dir",
+                                    str(data_dir), "--durability", durability])
 
     def __enter__(self) -> HubUnderTest:
         return self
@@ -153,8 +160,7 @@ class HubUnderTest:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the hub process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return process_cpu_seconds(self.pid)
 
     def children_cpu_seconds(self) -> float:
         """CPU time (user + system) of the hub's children that ended and were reaped: its
@@ -227,6 +233,12 @@ def status_kib(value: str) -> int:
     number, _, unit = value.partition(" ")
     assert unit == "kB", value
     return int(number)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def process_state(pid: int) -> str | None:

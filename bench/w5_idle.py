@@ -256,7 +256,9 @@ def run(workdir: Path, *, quick: bool) -> WorkloadResult:
         at_most("RSS, idle", closed["rss_mb"], "MB", TARGET_RSS_MB),
         at_most("agent processes", max(woken["child_processes"], closed["child_processes"]), "",
                 TARGET_AGENTS),
-        at_most("RSS after the wakes", woken["rss_mb"], "MB", TARGET_RSS_MB),
+        # Sessions stay open session_idle_close (60 s) after their last use: the target is
+        # for the idle hub above; this is the busy moment before it, kept as a figure.
+        Figure("RSS after the wakes", woken["rss_mb"], "MB"),
         Figure("sessions open then", woken["sessions_open"], ""),
         Figure("peak RSS", closed["peak_rss_mb"], "MB"),
         Figure("RSS per connection", kb_each("connected", "started", connections), "kB"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,32 @@ class Principal:
     def to_json(self) -> dict[str, str]:
         """The wire form."""
         return {"name": self.name, "role": self.role.label}
+
+
+_last_framed: tuple[bytes, bytes] = (b"", b"\x81\x00")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, unfragmented websocket text frame (RFC 6455, 5.2), as a
+    server sends it without extensions: exactly what websockets' ``send_text`` would write.
+
+    The same ``session/events`` payload goes to every subscriber of a session, one
+    connection after another, so the last payload framed is remembered (by identity) and
+    each batch is framed once, not once per subscriber.
+    """
+    global _last_framed
+    if _last_framed[0] is payload:
+        return _last_framed[1]
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    framed = header + payload
+    _last_framed = (payload, framed)
+    return framed
 
 
 class ClientConnection:
@@ -160,23 +187,37 @@ class ClientConnection:
 
     def _write_ahead(self) -> None:
         """Frame what is queued and hand it to the socket in one write, while the socket's
-        buffer holds less than WRITE_AHEAD bytes: no await and no system call per frame.
-        Uses the connection's Sans-I/O protocol, as websockets' own ``broadcast`` does."""
+        buffer holds less than WRITE_AHEAD bytes: no await and no system call per frame."""
         ws, frames = self.ws, self._frames
         protocol, transport = ws.protocol, ws.transport
+        if protocol.state is not State.OPEN:
+            return  # closing: nothing may follow the close frame (the frames stay queued)
+        # Whatever websockets queued itself (a pong) goes first; it is normally nothing,
+        # since websockets writes as soon as it queues.
+        chunks = protocol.data_to_send()
+        if not all(chunks):  # b"" asks for a half-close: only while closing, never here
+            self._write_protocol_data(chunks)
+            chunks = []
+        raw = not protocol.extensions  # no compression: a frame is its header and payload
         room = WRITE_AHEAD - transport.get_write_buffer_size()
         while frames and room > 0:
             frame = frames.popleft()
-            protocol.send_text(frame)
+            if raw:
+                chunks.append(text_frame(frame))
+            else:
+                protocol.send_text(frame)
+                chunks += protocol.data_to_send()
             self._pending -= len(frame)
             room -= len(frame)
         if self._pending <= self.max_lag_bytes // 2:
             self._room.set()
-        data = protocol.data_to_send()
-        if all(data):
-            transport.write(b"".join(data))
-            return
-        for chunk in data:  # b"" asks for a half-close: only while closing, never here
+        if chunks:
+            transport.writelines(chunks)
+
+    def _write_protocol_data(self, chunks: list[bytes]) -> None:
+        """Write what websockets' protocol queued, as websockets itself does."""
+        transport = self.ws.transport
+        for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             elif transport.can_write_eof():

@@ -106,6 +106,18 @@ class AppendResult:
 
 
 @dataclass(slots=True)
+class Staged:
+    """A batch made ready to commit: outcomes, events, permission changes, rows to insert."""
+
+    outcomes: list[AppendResult | ProtocolError]
+    committed: list[tuple[int, bytes]]  # (seq, raw) of the new events
+    perms: dict[str, Permission]
+    ts: int  # the last event's ts
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # ax_events rows not inserted
+    permission_rows: list[tuple[Any, ...]] = field(default_factory=list)  # likewise
+
+
+@dataclass(slots=True)
 class SessionMeta:
     """The facts about a session kept inside its own file (so a copied file is complete)."""
 
@@ -273,27 +285,50 @@ class EventLog:
 
         Returns one outcome per item (a result, or the error for that item alone) and the
         newly committed events as ``(seq, raw)``. Seq is assigned inside the transaction;
-        if the commit fails nothing changes, in the file or in memory. The whole
-        transaction runs in the writer's thread as one call: one thread hop per batch.
+        if the commit fails nothing changes, in the file or in memory.
+
+        The transaction is one call into the writer's thread (each awaited aiosqlite call is
+        a round trip to it). The events are encoded on the event loop's thread beforehand:
+        Python work in the writer's thread would contend with the loop for the GIL. Only
+        a batch holding client SQL (``state``) is staged in the writer's thread, since its
+        statements run between the inserts; a batch with idempotency keys looks them up
+        first, in one more call (this session's writer is the only one writing its file).
         """
         db = self._writer
         assert db is not None, "session is closed"
-        outcomes, committed, perms, ts = await in_thread(db, self._commit, batch)
-        if committed:
-            self.head_seq = committed[-1][0]
-        self.last_ts = ts
-        self.permissions.update(perms)
-        return outcomes, committed
+        if any(item.statements for item in batch):
+            staged = await in_thread(db, self._commit_staging, batch)
+        else:
+            keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
+            known = await in_thread(db, self._known_keys, keys) if keys else {}
+            staged = self._stage(None, batch, known)
+            if staged.rows:
+                await in_thread(db, self._commit_rows, staged)
+        if staged.committed:
+            self.head_seq = staged.committed[-1][0]
+        self.last_ts = staged.ts
+        self.permissions.update(staged.perms)
+        return staged.outcomes, staged.committed
 
-    def _commit(
-        self, con: sqlite3.Connection, batch: Sequence[Append]
-    ) -> tuple[
-        list[AppendResult | ProtocolError], list[tuple[int, bytes]], dict[str, Permission], int
-    ]:
-        """The group commit, in the writer's thread (reads the log's state, changes none)."""
+    @staticmethod
+    def _commit_rows(con: sqlite3.Connection, staged: Staged) -> None:
+        """Insert staged events (and permission rows) in one transaction (writer's thread)."""
         con.execute("BEGIN IMMEDIATE")
         try:
-            staged = self._stage(con, batch)
+            con.executemany(INSERT_PERMISSION, staged.permission_rows)
+            con.executemany(INSERT_EVENT, staged.rows)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+
+    def _commit_staging(self, con: sqlite3.Connection, batch: Sequence[Append]) -> Staged:
+        """Stage and commit a batch with client SQL, all in the writer's thread."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
+            staged = self._stage(con, batch, self._known_keys(con, keys) if keys else {})
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -302,21 +337,20 @@ class EventLog:
         return staged
 
     def _stage(
-        self, con: sqlite3.Connection, batch: Sequence[Append]
-    ) -> tuple[
-        list[AppendResult | ProtocolError], list[tuple[int, bytes]], dict[str, Permission], int
-    ]:
-        keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
-        known = self._known_keys(con, keys) if keys else {}
-        outcomes: list[AppendResult | ProtocolError] = []
-        committed: list[tuple[int, bytes]] = []
-        perms: dict[str, Permission] = {}
-        rows: list[tuple[Any, ...]] = []
+        self, con: sqlite3.Connection | None, batch: Sequence[Append],
+        known: dict[str, AppendResult],
+    ) -> Staged:
+        """Assign seqs and encode the events. With ``con`` (in the writer's thread, inside
+        the transaction) rows are inserted as it goes, client SQL in between; without, the
+        rows are returned to insert (the batch has no client SQL). Reads the log's state,
+        changes none of it."""
+        out = Staged([], [], {}, self.last_ts)
+        rows = out.rows
         seq, ts = self.head_seq, self.last_ts
         for item in batch:
             key = item.idempotency_key
             if key is not None and key in known:
-                outcomes.append(known[key])
+                out.outcomes.append(known[key])
                 continue
             try:
                 perm_row = None
@@ -324,19 +358,23 @@ class EventLog:
                     assert item.data is not None
                     perm_row = permission_row(
                         self.permissions, item.type, orjson.loads(item.data), item.source,
-                        seq + 1, perms,
+                        seq + 1, out.perms,
                     )
                 changes = 0
                 if item.statements:
+                    assert con is not None, "client SQL is staged in the writer's thread"
                     if rows:
                         con.executemany(INSERT_EVENT, rows)
                         rows.clear()
                     changes = self._run_client_writes(con, item.statements)
             except ProtocolError as exc:
-                outcomes.append(exc)
+                out.outcomes.append(exc)
                 continue
             if perm_row is not None:
-                con.execute(INSERT_PERMISSION, perm_row)
+                if con is None:
+                    out.permission_rows.append(perm_row)
+                else:
+                    con.execute(INSERT_PERMISSION, perm_row)
             seq += 1
             ts = max(ts, protocol.now_ms())
             data = item.data
@@ -351,14 +389,16 @@ class EventLog:
                 state=state,
             )
             rows.append((seq, ts, item.type, item.turn_id, key, raw))
-            committed.append((seq, raw))
+            out.committed.append((seq, raw))
             result = AppendResult(seq, ts, False, changes)
-            outcomes.append(result)
+            out.outcomes.append(result)
             if key is not None:
                 known[key] = AppendResult(seq, ts, True, changes)
-        if rows:
+        if rows and con is not None:
             con.executemany(INSERT_EVENT, rows)
-        return outcomes, committed, perms, ts
+            rows.clear()
+        out.ts = ts
+        return out
 
     @staticmethod
     def _known_keys(con: sqlite3.Connection, keys: list[str]) -> dict[str, AppendResult]:
