@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-from textual.worker import Worker
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from axtui.client import HubClient, ProtocolError, Subscription
 from axtui.tui.messages import Connection, SessionDeleted, SessionEvents, SessionUpdated
@@ -102,6 +103,7 @@ class MainScreen(Screen[None]):
                         f"{self.conversation.last_seq} with nothing missed.", timeout=3)
         elif self.initial_session:
             self.open_session(self.initial_session)
+            self.initial_session = None
 
     @work(group="sessions", exclusive=True)
     async def _load_sessions(self) -> None:
@@ -166,7 +168,8 @@ class MainScreen(Screen[None]):
         self._draw_header()
         self.query_one(Composer).focus()
         if self._unsubscribing is not None:
-            await self._unsubscribing.wait()  # reopening the same session must wait for it
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                await self._unsubscribing.wait()  # reopening the same session waits for it
         sub = client.subscribe(session_id, after_seq=self.window_start, epoch=session["epoch"])
         self.subscription = sub
         try:

@@ -68,8 +68,8 @@ class BlockWidget(Widget):
             self.render_block(block)
 
     def render_block(self, block: m.Block) -> None:
-        """Draw the block (each subclass its own)."""
-        raise NotImplementedError
+        """Draw the block; each subclass draws its own kind, this is the plain fallback."""
+        self.draw(Text(f"{type(block).__name__} at seq {block.seq}", style="dim"))
 
     def draw(self, content: RenderableType) -> None:
         """Show ``content`` as the whole block (blocks without child widgets: cheap to mount,
