@@ -15,7 +15,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -30,6 +30,7 @@ log = logging.getLogger("axtui.connection")
 
 CLOSE_GRACE = 10.0  # seconds a cut-off client gets to read what is pending
 WRITE_AHEAD = 64 * 1024  # bytes written into a socket's buffer before waiting for it
+ON_BEHALF_CACHE = 256  # encoded sources kept per connection for onBehalfOf names
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,9 @@ class ClientConnection:
         self.subscriptions: dict[str, Subscription] = {}
         self.watching = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Publishes answered from their commit's future, with no task (see Hub._on_message):
+        # with ``tasks``, what counts against ``hub.max_inflight`` and what stop() waits for.
+        self.publishes: set[asyncio.Future[Any]] = set()
         self.closing = False
         self._frames: deque[bytes] = deque()
         self._pending = 0
@@ -103,12 +107,34 @@ class ClientConnection:
         self._room.set()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._source_json: tuple[Principal | None, str, bytes] | None = None
+        self._on_behalf_json: dict[str, bytes] = {}
 
     @property
     def source(self) -> Source:
         """The ``source`` of events this client publishes."""
         assert self.principal is not None
         return Source(self.principal.kind, self.principal.name, self.client_kind)
+
+    def source_json(self, on_behalf_of: str | None = None) -> bytes:
+        """The encoded ``source`` of this client's events, or of those it publishes on
+        behalf of the person ``on_behalf_of`` (a bridge); encoded once, not per publish."""
+        cached = self._source_json
+        if cached is None or cached[0] is not self.principal or cached[1] != self.client_kind:
+            self._on_behalf_json.clear()
+            cached = self._source_json = (
+                self.principal, self.client_kind, self.source.to_json()
+            )
+        if on_behalf_of is None:
+            return cached[2]
+        encoded = self._on_behalf_json.get(on_behalf_of)
+        if encoded is None:
+            if len(self._on_behalf_json) >= ON_BEHALF_CACHE:
+                self._on_behalf_json.clear()  # a bridge for many people: start over
+            source = self.source
+            encoded = replace(source, name=on_behalf_of, principal=source.name).to_json()
+            self._on_behalf_json[on_behalf_of] = encoded
+        return encoded
 
     # --- the outbox ------------------------------------------------------------------------
 

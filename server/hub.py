@@ -7,6 +7,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +20,7 @@ from server import __version__, protocol
 from server.catalog import Catalog
 from server.config import Config
 from server.connection import ClientConnection, Principal
-from server.methods import METHODS, AfterReply
+from server.methods import METHODS, AfterReply, build_publish, submit_publish
 from server.metrics import Metrics
 from server.protocol import (
     CloseCode,
@@ -36,6 +37,7 @@ from server.protocol import (
 )
 from server.redact import protect_logs
 from server.sessions import Session, SessionRegistry
+from server.store import AppendResult
 from server.supervisor import Supervisor
 
 log = logging.getLogger("axtui.hub")
@@ -108,7 +110,7 @@ class Hub:
         if self._server is not None:
             # Stop accepting only: websockets' Server.close() acts on its first call alone.
             self._server.server.close()
-        pending = [t for c in self.connections for t in c.tasks]
+        pending = [t for c in self.connections for t in (*c.tasks, *c.publishes)]
         if pending:
             await asyncio.wait(pending, timeout=5)
         await asyncio.gather(*(c.wait_sent() for c in self.connections))
@@ -243,10 +245,14 @@ class Hub:
                 check_agent_scope(conn.principal, method, msg.get("params"))
             if self.stopping:
                 raise Overloaded("the hub is shutting down; reconnect in a moment")
-            if len(conn.tasks) >= self.config.hub.max_inflight:
+            if len(conn.tasks) + len(conn.publishes) >= self.config.hub.max_inflight:
                 self.metrics.overloaded += 1
                 raise Overloaded("too many requests under way on this connection")
             params = Params(msg.get("params"))
+            if method == "session/publish":
+                handler = self._publish(conn, request_id, params)
+                if handler is None:
+                    return
         except ProtocolError as exc:
             self.metrics.errors += 1
             conn.send(protocol.error_frame(request_id, exc))
@@ -254,6 +260,45 @@ class Hub:
         task = asyncio.create_task(self._run(conn, request_id, method, handler, params))
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)
+
+    def _publish(self, conn: ClientConnection, request_id: Any, params: Params) -> Any:
+        """``session/publish`` with no task or coroutine when its session is open: build the
+        event, submit it, and answer from the commit's future (see :meth:`_published`).
+        Returns ``None`` when done, else a handler that opens the session first."""
+        try:
+            sid, item = build_publish(self, conn, params)
+            session = self.sessions.get_open(sid)
+            if session is None:
+                return lambda hub, conn, p: submit_publish(hub, sid, item)
+            future = session.submit(item)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # as _run answers a handler's unexpected failure
+            log.exception("session/publish failed")
+            raise InternalError(f"session/publish failed: {exc}") from exc
+        conn.publishes.add(future)
+        future.add_done_callback(partial(self._published, conn, request_id))
+        return None
+
+    def _published(
+        self, conn: ClientConnection, request_id: Any, future: asyncio.Future[AppendResult]
+    ) -> None:
+        """Answer a publish submitted by :meth:`_publish` (the same frames as :meth:`_run`)."""
+        conn.publishes.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            result = future.result()
+            conn.send(protocol.publish_response_frame(
+                request_id, result.seq, result.ts, result.duplicate
+            ))
+            return
+        self.metrics.errors += 1
+        if not isinstance(exc, ProtocolError):
+            log.error("session/publish failed", exc_info=exc)
+            exc = InternalError(f"session/publish failed: {exc}")
+        conn.send(protocol.error_frame(request_id, exc))
 
     async def _run(
         self, conn: ClientConnection, request_id: Any, method: str, handler: Any, params: Params

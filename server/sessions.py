@@ -377,6 +377,15 @@ class SessionRegistry:
 
     # --- lookup ----------------------------------------------------------------------------
 
+    def get_open(self, session_id: str) -> Session | None:
+        """The session if it is open (and not being deleted), with no await; else ``None``
+        (then :meth:`get` opens it, or raises :class:`NotFound`)."""
+        session = self.open.get(session_id)
+        if session is None or session_id in self._deleting:
+            return None
+        session.last_used = time.monotonic()
+        return session
+
     async def get(self, session_id: str) -> Session:
         """The open session, opening its file if needed; :class:`NotFound` if none."""
         if session_id in self._deleting:
