@@ -23,7 +23,7 @@ import aiosqlite
 import orjson
 
 from server.protocol import SESSION_ID_RE, SessionInfo
-from server.store import read_head, read_meta
+from server.sessionfile import read_head, read_meta
 
 log = logging.getLogger("axtui.catalog")
 

@@ -36,7 +36,8 @@ from server.protocol import (
     SessionInfo,
 )
 from server.redact import protect_logs
-from server.sessions import Session, SessionRegistry
+from server.registry import SessionRegistry
+from server.sessions import Session
 from server.store import AppendResult
 from server.supervisor import Supervisor
 

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import ctypes
-import functools
 import sqlite3
 import sys
 import time
@@ -34,46 +33,20 @@ import orjson
 from server import protocol
 from server.permissions import Permission, permission_row
 from server.protocol import Conflict, Forbidden, InvalidParams, NotFound, ProtocolError
+from server.sessionfile import (
+    FORMAT_VERSION,
+    INSERT_EVENT,
+    SCHEMA,
+    SessionMeta,
+    insert_events,
+    read_meta,
+    remove_files,
+)
 from server.sqlguard import Policy, SqlGuard
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-FORMAT_VERSION = "1"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ax_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ax_events (
-    seq INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    turn_id TEXT,
-    idempotency_key TEXT,
-    raw TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS ax_events_idempotency
-    ON ax_events (idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS ax_permissions (
-    request_id TEXT PRIMARY KEY,
-    request_seq INTEGER NOT NULL,
-    options TEXT NOT NULL,
-    answered_seq INTEGER,
-    answered_by TEXT
-);
-CREATE VIEW IF NOT EXISTS events AS
-    SELECT seq, ts, type,
-           json_extract(raw, '$.source') AS source,
-           json_extract(raw, '$.data') AS data,
-           turn_id
-    FROM ax_events;
-"""
-
-INSERT_EVENT = (
-    "INSERT INTO ax_events (seq, ts, type, turn_id, idempotency_key, raw) "
-    "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))"
-)
-INSERT_EVENT_ROWS = INSERT_EVENT.partition(" VALUES ")[0] + " VALUES "
-MAX_ROWS_PER_INSERT = 128  # 768 parameters: under the 999 of older SQLite builds
 PERMISSION_TYPES = ("permission.request", "permission.response")
 INSERT_PERMISSION = "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)"
 PROGRESS_STEPS = 10_000
@@ -118,18 +91,6 @@ class Staged:
     ts: int  # the last event's ts
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # ax_events rows not inserted
     permission_rows: list[tuple[Any, ...]] = field(default_factory=list)  # likewise
-
-
-@dataclass(slots=True)
-class SessionMeta:
-    """The facts about a session kept inside its own file (so a copied file is complete)."""
-
-    session_id: str
-    epoch: str
-    title: str
-    agent: str | None
-    metadata: dict[str, Any]
-    created_at: int
 
 
 class EventLog:
@@ -575,27 +536,6 @@ class EventLog:
         target.permissions.update(perms)
 
 
-def insert_events(con: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ``ax_events`` rows with few statements (in the writer's thread).
-
-    sqlite3 lets go of the GIL around each step of a statement, and ``executemany`` steps
-    once per row: on a busy hub each time the writer takes the GIL back it waits for the
-    event loop's thread (up to the switch interval, 5 ms), so a group commit of 64 rows
-    took tens of milliseconds. One multi-row INSERT per power-of-two chunk (at most eight
-    statement texts, all kept in sqlite3's statement cache) steps a few times a batch.
-    """
-    i, n = 0, len(rows)
-    while i < n:
-        k = min(MAX_ROWS_PER_INSERT, 1 << ((n - i).bit_length() - 1))
-        con.execute(_insert_rows_sql(k), [v for row in rows[i : i + k] for v in row])
-        i += k
-
-
-@functools.cache
-def _insert_rows_sql(k: int) -> str:
-    return INSERT_EVENT_ROWS + ",".join(["(?, ?, ?, ?, ?, CAST(? AS TEXT))"] * k)
-
-
 async def in_thread(
     db: aiosqlite.Connection, fn: Callable[Concatenate[sqlite3.Connection, P], T],
     *args: P.args, **kwargs: P.kwargs,
@@ -670,37 +610,3 @@ def sql_error(exc: Exception, denial: str | None, timeout: float) -> ProtocolErr
 def glob_for_sqlite(pattern: str) -> str:
     """Turn a protocol type pattern (only ``*`` is special) into an SQLite GLOB."""
     return "".join({"?": "[?]", "[": "[[]"}.get(c, c) for c in pattern)
-
-
-def read_meta(path: Path) -> SessionMeta:
-    """Read a session file's own description without opening it for writing."""
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            values = dict(con.execute("SELECT key, value FROM ax_meta").fetchall())
-        finally:
-            con.close()
-        return SessionMeta(
-            session_id=values["session_id"], epoch=values["epoch"], title=values["title"],
-            agent=values["agent"] or None, metadata=orjson.loads(values["metadata"]),
-            created_at=int(values["created_at"]),
-        )
-    except (sqlite3.Error, KeyError, ValueError) as exc:
-        raise OSError(f"{path} is not an axtui session file: {exc}") from exc
-
-
-def read_head(path: Path) -> tuple[int, int]:
-    """The head seq and its ts in a session file (0, 0 when empty)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = con.execute("SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1").fetchone()
-    finally:
-        con.close()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
-
-
-def remove_files(path: Path) -> None:
-    """Delete a session file with its WAL and shared-memory files."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()

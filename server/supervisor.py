@@ -31,7 +31,8 @@ from server import __version__, protocol
 from server.acp import AgentError, AgentExited, AgentProcess
 from server.config import AgentConfig
 from server.protocol import Conflict, ProtocolError, SessionInfo
-from server.sessions import HUB_SOURCE, Session, SessionRegistry, Source
+from server.registry import SessionRegistry
+from server.sessions import HUB_SOURCE, Session, Source
 from server.store import AppendResult
 from server.updates import UpdateMapper
 

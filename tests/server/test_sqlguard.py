@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from server.sessionfile import SCHEMA
 from server.sqlguard import EVENTS_VIEW_READS, Policy, SqlGuard
-from server.store import SCHEMA
 
 
 @pytest.fixture
