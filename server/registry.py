@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -219,36 +219,24 @@ class SessionRegistry:
         if not 1 <= at <= head:
             raise InvalidParams(f"atSeq must be between 1 and {head}", {"param": "atSeq"})
         sid = self._reserve(new_session_id)
-        path = self.catalog.session_path(sid)
-        try:
-            om = origin.log.meta
-            meta = SessionMeta(sid, protocol.new_epoch(), title or f"{om.title} (fork)".strip(),
-                               agent or om.agent, dict(om.metadata), protocol.now_ms())
-            event_log = await EventLog.create(path, meta, self.config.durability)
-            try:
-                event_log.sql_timeout = self.config.query_timeout
-                await origin.log.copy_into(event_log, at)
-                fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-                forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
-                if agent is not None:
-                    forked["agent"] = agent
-                data = orjson.dumps(forked)
-                outcomes, _ = await event_log.append_batch(
-                    [Append("session.forked", source.to_json(), data, fut)]
-                )
-                if isinstance(outcomes[0], ProtocolError):
-                    raise outcomes[0]
-            except BaseException as exc:
-                await event_log.close()
-                remove_files(path)
-                if isinstance(exc, ProtocolError):
-                    raise InternalError(
-                        f"the fork could not rebuild its state: {exc.message}"
-                    ) from exc
-                raise
-            return await self._register(event_log)
-        finally:
-            self._reserved.discard(sid)
+        om = origin.log.meta
+        meta = SessionMeta(sid, protocol.new_epoch(), title or f"{om.title} (fork)".strip(),
+                           agent or om.agent, dict(om.metadata), protocol.now_ms())
+
+        async def fill(event_log: EventLog) -> None:
+            await origin.log.copy_into(event_log, at)
+            fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+            forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
+            if agent is not None:
+                forked["agent"] = agent
+            outcomes, _ = await event_log.append_batch(
+                [Append("session.forked", source.to_json(), orjson.dumps(forked), fut)]
+            )
+            if isinstance(outcomes[0], ProtocolError):
+                raise outcomes[0]
+
+        return await self._write_new(meta, fill, lambda message: InternalError(
+            f"the fork could not rebuild its state: {message}"))
 
     async def import_events(
         self,
@@ -283,27 +271,37 @@ class SessionRegistry:
                                         {"param": "events", "index": index})
                 keys.add(key)
         sid = self._reserve(session_id)
-        path = self.catalog.session_path(sid)
+        meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
+
+        async def fill(event_log: EventLog) -> None:
+            # The same copy a fork makes, fed from the recorded events.
+            recorded: Any = _Recorded(events)
+            await EventLog.copy_into(recorded, event_log, len(events))
+
+        return await self._write_new(meta, fill, lambda message: InvalidParams(
+            f"the recorded events cannot be imported: {message}"))
+
+    async def _write_new(
+        self, meta: SessionMeta, fill: Callable[[EventLog], Awaitable[None]],
+        failure: Callable[[str], ProtocolError],
+    ) -> SessionInfo:
+        """Create the file of the reserved session ``meta.session_id``, ``fill`` it, and open
+        it; if filling fails the file is removed and a protocol error becomes ``failure``."""
+        path = self.catalog.session_path(meta.session_id)
         try:
-            meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata,
-                               protocol.now_ms())
             event_log = await EventLog.create(path, meta, self.config.durability)
             try:
                 event_log.sql_timeout = self.config.query_timeout
-                # The same copy a fork makes, fed from the recorded events.
-                recorded: Any = _Recorded(events)
-                await EventLog.copy_into(recorded, event_log, len(events))
+                await fill(event_log)
             except BaseException as exc:
                 await event_log.close()
                 remove_files(path)
                 if isinstance(exc, ProtocolError):
-                    raise InvalidParams(
-                        f"the recorded events cannot be imported: {exc.message}"
-                    ) from exc
+                    raise failure(exc.message) from exc
                 raise
             return await self._register(event_log)
         finally:
-            self._reserved.discard(sid)
+            self._reserved.discard(meta.session_id)
 
     async def _register(self, event_log: EventLog) -> SessionInfo:
         """Make a newly written session file (created or forked) an open session."""
