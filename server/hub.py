@@ -38,7 +38,7 @@ from server.protocol import (
 from server.redact import protect_logs
 from server.registry import SessionRegistry
 from server.sessions import Session
-from server.store import AppendResult
+from server.sessiondb import CommitResult
 from server.supervisor import Supervisor
 
 log = logging.getLogger("axtui.hub")
@@ -282,7 +282,7 @@ class Hub:
         return None
 
     def _published(
-        self, conn: ClientConnection, request_id: Any, future: asyncio.Future[AppendResult]
+        self, conn: ClientConnection, request_id: Any, future: asyncio.Future[CommitResult]
     ) -> None:
         """Answer a publish submitted by :meth:`_publish` (the same frames as :meth:`_run`)."""
         conn.publishes.discard(future)

@@ -26,7 +26,7 @@ from server.protocol import (
     TooLarge,
 )
 from server.sessions import Subscription
-from server.store import Append, AppendResult
+from server.sessiondb import PendingEvent, CommitResult
 
 if TYPE_CHECKING:
     from server.hub import Hub
@@ -154,9 +154,9 @@ def check_event_size(hub: Hub, *parts: bytes | None) -> None:
         )
 
 
-def build_publish(hub: Hub, conn: ClientConnection, p: Params) -> tuple[str, Append]:
+def build_publish(hub: Hub, conn: ClientConnection, p: Params) -> tuple[str, PendingEvent]:
     """Check a ``session/publish`` and make its event, with no I/O and no await: the
-    session id and the :class:`Append` to submit. Raises what the client got wrong."""
+    session id and the :class:`PendingEvent` to submit. Raises what the client got wrong."""
     sid = p.session_id()
     event_type = protocol.check_event_type(p.get("type"), client=True)
     data = p.mapping("data", {})
@@ -174,12 +174,12 @@ def build_publish(hub: Hub, conn: ClientConnection, p: Params) -> tuple[str, App
         recorded = protocol.dumps(p.get("state"))
     encoded = protocol.dumps(data)
     check_event_size(hub, encoded, recorded)
-    future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-    return sid, Append(event_type, source, encoded, future, idempotency_key=key,
+    future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+    return sid, PendingEvent(event_type, source, encoded, future, idempotency_key=key,
                        statements=statements, recorded_statements=recorded)
 
 
-def publish_result(result: AppendResult) -> dict[str, Any]:
+def publish_result(result: CommitResult) -> dict[str, Any]:
     """The result of a ``session/publish`` once its event is committed."""
     return {"seq": result.seq, "ts": result.ts, "duplicate": result.duplicate}
 
@@ -195,7 +195,7 @@ async def session_publish(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     return await submit_publish(hub, sid, item)
 
 
-async def submit_publish(hub: Hub, sid: str, item: Append) -> Any:
+async def submit_publish(hub: Hub, sid: str, item: PendingEvent) -> Any:
     """Submit a built publish to its session (opening it) and wait for the commit."""
     session = await hub.sessions.get(sid)
     item.queued_at = time.perf_counter()  # the commit-time metric leaves out the opening
@@ -217,7 +217,7 @@ async def session_history(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     if after is None and before is None:
         after = 0
     session = await hub.sessions.get(sid)
-    raws = await session.log.history(after, before, limit, types)
+    raws = await session.db.history(after, before, limit, types)
     return {"events": [Fragment(r) for r in raws], "headSeq": session.info.head_seq}
 
 
@@ -275,7 +275,7 @@ async def state_query(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     params = protocol.check_sql_params(p.get("params"))
     limit = p.integer("limit", 1000, lo=1, hi=10000)
     session = await hub.sessions.get(sid)
-    columns, rows, truncated = await session.log.query(sql, params, limit)
+    columns, rows, truncated = await session.db.query(sql, params, limit)
     return {"columns": columns, "rows": rows, "truncated": truncated}
 
 
@@ -288,8 +288,8 @@ async def state_exec(hub: Hub, conn: ClientConnection, p: Params) -> Any:
     recorded = orjson.dumps(raw_statements)
     check_event_size(hub, recorded)
     session = await hub.sessions.get(sid)
-    future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-    result = await session.submit(Append(
+    future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+    result = await session.submit(PendingEvent(
         "state.changed", conn.source_json(), None, future,
         statements=statements, recorded_statements=recorded,
     ))

@@ -26,7 +26,7 @@ from server.protocol import (
 )
 from server.sessionfile import SessionMeta, remove_files
 from server.sessions import Observer, Session, Source
-from server.store import Append, AppendResult, EventLog, release_freed_memory
+from server.sessiondb import PendingEvent, CommitResult, SessionDatabase, release_freed_memory
 
 log = logging.getLogger("axtui.sessions")
 
@@ -103,14 +103,14 @@ class SessionRegistry:
         info = await self.catalog.get(session_id)
         if info is None:
             raise not_found(session_id)
-        event_log = await EventLog.open(self.catalog.session_path(session_id),
+        db = await SessionDatabase.open(self.catalog.session_path(session_id),
                                         self.config.durability)
-        await self._refuse_if_closing(event_log)
-        event_log.sql_timeout = self.config.query_timeout
-        info.head_seq = event_log.head_seq
-        info.updated_at = max(info.updated_at, event_log.last_ts)
+        await self._refuse_if_closing(db)
+        db.sql_timeout = self.config.query_timeout
+        info.head_seq = db.head_seq
+        info.updated_at = max(info.updated_at, db.last_ts)
         await self.catalog.update_heads([info], dirty=True)
-        session = Session(info, event_log, self)
+        session = Session(info, db, self)
         self.open[session_id] = session
         self.metrics.sessions_open = len(self.open)
         return session
@@ -188,12 +188,12 @@ class SessionRegistry:
         sid = self._reserve(session_id)
         try:
             meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
-            fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-            created = Append("session.created", source.to_json(), data, fut)
-            event_log = await EventLog.create(
+            fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+            created = PendingEvent("session.created", source.to_json(), data, fut)
+            db = await SessionDatabase.create(
                 self.catalog.session_path(sid), meta, self.config.durability, created
             )
-            return await self._register(event_log)
+            return await self._register(db)
         finally:
             self._reserved.discard(sid)
 
@@ -219,18 +219,18 @@ class SessionRegistry:
         if not 1 <= at <= head:
             raise InvalidParams(f"atSeq must be between 1 and {head}", {"param": "atSeq"})
         sid = self._reserve(new_session_id)
-        om = origin.log.meta
+        om = origin.db.meta
         meta = SessionMeta(sid, protocol.new_epoch(), title or f"{om.title} (fork)".strip(),
                            agent or om.agent, dict(om.metadata), protocol.now_ms())
 
-        async def fill(event_log: EventLog) -> None:
-            await origin.log.copy_into(event_log, at)
-            fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        async def fill(db: SessionDatabase) -> None:
+            await origin.db.copy_into(db, at)
+            fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
             forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
             if agent is not None:
                 forked["agent"] = agent
-            outcomes, _ = await event_log.append_batch(
-                [Append("session.forked", source.to_json(), orjson.dumps(forked), fut)]
+            outcomes, _ = await db.append_batch(
+                [PendingEvent("session.forked", source.to_json(), orjson.dumps(forked), fut)]
             )
             if isinstance(outcomes[0], ProtocolError):
                 raise outcomes[0]
@@ -273,50 +273,50 @@ class SessionRegistry:
         sid = self._reserve(session_id)
         meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
 
-        async def fill(event_log: EventLog) -> None:
+        async def fill(db: SessionDatabase) -> None:
             # The same copy a fork makes, fed from the recorded events.
             recorded: Any = _Recorded(events)
-            await EventLog.copy_into(recorded, event_log, len(events))
+            await SessionDatabase.copy_into(recorded, db, len(events))
 
         return await self._write_new(meta, fill, lambda message: InvalidParams(
             f"the recorded events cannot be imported: {message}"))
 
     async def _write_new(
-        self, meta: SessionMeta, fill: Callable[[EventLog], Awaitable[None]],
+        self, meta: SessionMeta, fill: Callable[[SessionDatabase], Awaitable[None]],
         failure: Callable[[str], ProtocolError],
     ) -> SessionInfo:
         """Create the file of the reserved session ``meta.session_id``, ``fill`` it, and open
         it; if filling fails the file is removed and a protocol error becomes ``failure``."""
         path = self.catalog.session_path(meta.session_id)
         try:
-            event_log = await EventLog.create(path, meta, self.config.durability)
+            db = await SessionDatabase.create(path, meta, self.config.durability)
             try:
-                event_log.sql_timeout = self.config.query_timeout
-                await fill(event_log)
+                db.sql_timeout = self.config.query_timeout
+                await fill(db)
             except BaseException as exc:
-                await event_log.close()
+                await db.close()
                 remove_files(path)
                 if isinstance(exc, ProtocolError):
                     raise failure(exc.message) from exc
                 raise
-            return await self._register(event_log)
+            return await self._register(db)
         finally:
             self._reserved.discard(meta.session_id)
 
-    async def _register(self, event_log: EventLog) -> SessionInfo:
+    async def _register(self, db: SessionDatabase) -> SessionInfo:
         """Make a newly written session file (created or forked) an open session."""
-        await self._refuse_if_closing(event_log)
+        await self._refuse_if_closing(db)
         self.metrics.events_appended += 1  # session.created or session.forked
-        meta = event_log.meta
-        event_log.sql_timeout = self.config.query_timeout
+        meta = db.meta
+        db.sql_timeout = self.config.query_timeout
         info = SessionInfo(
             session_id=meta.session_id, epoch=meta.epoch, title=meta.title, agent=meta.agent,
-            head_seq=event_log.head_seq, agent_state="suspended" if meta.agent else "none",
-            created_at=meta.created_at, updated_at=event_log.last_ts or meta.created_at,
+            head_seq=db.head_seq, agent_state="suspended" if meta.agent else "none",
+            created_at=meta.created_at, updated_at=db.last_ts or meta.created_at,
             metadata=meta.metadata,
         )
         await self.catalog.put(info, dirty=True)
-        session = Session(info, event_log, self)
+        session = Session(info, db, self)
         self.open[info.session_id] = session
         self.metrics.sessions_open = len(self.open)
         self.changed(session)
@@ -358,9 +358,9 @@ class SessionRegistry:
         await session.close()
         await self.catalog.update_heads([session.info], dirty=False)
 
-    async def _refuse_if_closing(self, event_log: EventLog) -> None:
+    async def _refuse_if_closing(self, db: SessionDatabase) -> None:
         if self.closing:
-            await event_log.close()
+            await db.close()
             raise Overloaded("the hub is shutting down; reconnect in a moment")
 
     async def close_all(self) -> None:
@@ -388,7 +388,7 @@ def _recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Recorded:
-    """Recorded events offered the way :meth:`EventLog.copy_into` reads its origin."""
+    """Recorded events offered the way :meth:`SessionDatabase.copy_into` reads its origin."""
 
     def __init__(self, events: Sequence[dict[str, Any]]) -> None:
         self.events = events

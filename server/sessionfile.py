@@ -1,4 +1,4 @@
-"""A session file's layout, and what is done to one without an open :class:`EventLog`:
+"""A session file's layout, and what is done to one without an open :class:`SessionDatabase`:
 the schema, the facts the file keeps about its session, inserting events in few
 statements, reading the file's description and head, removing it."""
 

@@ -31,7 +31,7 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
-from server.store import Append, AppendResult, EventLog
+from server.sessiondb import PendingEvent, CommitResult, SessionDatabase
 
 if TYPE_CHECKING:
     from server.registry import SessionRegistry
@@ -148,7 +148,7 @@ class Subscription:
                 size = self.sink.page_bytes
                 page = session.tail_from(self.next_seq, size)
                 if page is None:
-                    page = await session.log.read_range(self.next_seq - 1, BACKLOG_EVENTS, size)
+                    page = await session.db.read_range(self.next_seq - 1, BACKLOG_EVENTS, size)
                 if not page:
                     raise InternalError(f"events from seq {self.next_seq} are missing")
                 self._send(page)
@@ -183,16 +183,16 @@ class Subscription:
 class Session:
     """An open session: its log, its single writer task, its subscribers."""
 
-    def __init__(self, info: SessionInfo, log_: EventLog, registry: SessionRegistry) -> None:
+    def __init__(self, info: SessionInfo, db: SessionDatabase, registry: SessionRegistry) -> None:
         self.info = info
-        self.log = log_
+        self.db = db
         self.registry = registry
         self.subscribers: set[Subscription] = set()
         self.last_used = time.monotonic()
         self.catalog_stale = False
         self.closed = False
         self.agent_active = False  # an agent process or turn keeps the session open
-        self._queue: deque[Append] = deque()
+        self._queue: deque[PendingEvent] = deque()
         self._wake = asyncio.Event()
         self._tail: deque[tuple[int, bytes]] = deque()
         self._tail_bytes = 0
@@ -208,7 +208,7 @@ class Session:
         """Whether anything keeps the session open (subscribers or pending writes)."""
         return bool(self.subscribers or self._queue or self.agent_active)
 
-    def submit(self, item: Append) -> asyncio.Future[AppendResult]:
+    def submit(self, item: PendingEvent) -> asyncio.Future[CommitResult]:
         """Queue an event for the next group commit; await the returned future."""
         if self.closed:
             raise NotFound(f"session {self.id} does not exist", {"sessionId": self.id})
@@ -229,7 +229,7 @@ class Session:
                 continue
             batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
             try:
-                outcomes, committed = await self.log.append_batch(batch)
+                outcomes, committed = await self.db.append_batch(batch)
             except Exception as exc:
                 log.exception("commit failed in session %s", self.id)
                 err = InternalError(f"the event could not be stored: {exc}")
@@ -239,7 +239,7 @@ class Session:
                 continue
             now = time.perf_counter()
             for item, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, AppendResult):
+                if isinstance(outcome, CommitResult):
                     metrics.observe_commit(now - item.queued_at)
                 if item.future.done():
                     continue
@@ -253,7 +253,7 @@ class Session:
     def _committed(self, committed: list[tuple[int, bytes]]) -> None:
         """Publish a committed batch: head, tail cache, live subscribers, observers."""
         self.info.head_seq = committed[-1][0]
-        self.info.updated_at = self.log.last_ts
+        self.info.updated_at = self.db.last_ts
         self.catalog_stale = True
         self.last_used = time.monotonic()
         for item in committed:
@@ -288,19 +288,19 @@ class Session:
     def enqueue(
         self, event_type: str, data: dict[str, Any], source: Source, *,
         turn_id: str | None = None,
-    ) -> asyncio.Future[AppendResult]:
+    ) -> asyncio.Future[CommitResult]:
         """Queue an event on the hub's (or an agent's) behalf without waiting for it.
 
         Events queued one after another are committed in that order.
         """
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        return self.submit(Append(event_type, source.to_json(), orjson.dumps(data), future,
+        future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+        return self.submit(PendingEvent(event_type, source.to_json(), orjson.dumps(data), future,
                                   turn_id=turn_id))
 
     async def append(
         self, event_type: str, data: dict[str, Any], source: Source, *,
         turn_id: str | None = None,
-    ) -> AppendResult:
+    ) -> CommitResult:
         """Append one event on the hub's (or an agent's) behalf and wait for the commit."""
         return await self.enqueue(event_type, data, source, turn_id=turn_id)
 
@@ -330,4 +330,4 @@ class Session:
         for sub in list(self.subscribers):
             sub.stop()
             sub.sink.subscription_ended(self.id, frame if deleted else None)
-        await self.log.close()
+        await self.db.close()

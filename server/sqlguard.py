@@ -33,7 +33,7 @@ import time
 
 EVENTS_VIEW = "events"
 # The columns of ax_events that one use of the events view reads, in order (see SCHEMA in
-# server/store.py; tests/server/test_sqlguard.py checks that they agree).
+# server/sessiondb.py; tests/server/test_sqlguard.py checks that they agree).
 EVENTS_VIEW_READS = ("seq", "ts", "type", "raw", "raw", "turn_id")
 _DENY = sqlite3.SQLITE_DENY
 _OK = sqlite3.SQLITE_OK

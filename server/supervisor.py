@@ -33,7 +33,7 @@ from server.config import AgentConfig
 from server.protocol import Conflict, ProtocolError, SessionInfo
 from server.registry import SessionRegistry
 from server.sessions import HUB_SOURCE, Session, Source
-from server.store import AppendResult
+from server.sessiondb import CommitResult
 from server.updates import UpdateMapper
 
 log = logging.getLogger("axtui.supervisor")
@@ -129,7 +129,7 @@ class Supervisor:
     async def _recover(self, session: Session) -> None:
         agent = self.agents.get(session.info.agent or "")
         head = session.info.head_seq
-        last_two = await session.log.history(None, head + 1, 2, ["turn.*"])
+        last_two = await session.db.history(None, head + 1, 2, ["turn.*"])
         turns = [orjson.loads(r) for r in last_two]
         interrupted = None
         if turns and turns[-1]["type"] == "turn.started":
@@ -143,7 +143,7 @@ class Supervisor:
               and turns[-1]["data"].get("reason") == "interrupted"
               and turns[0]["turnId"] == turns[-1]["turnId"]):
             interrupted = turns[0]  # the hub stopped cleanly during this turn
-        for request_id, perm in list(session.log.permissions.items()):
+        for request_id, perm in list(session.db.permissions.items()):
             if perm.answered_by is None:
                 await session.append("permission.response",
                                      {"requestId": request_id, "outcome": "cancelled"},
@@ -153,7 +153,7 @@ class Supervisor:
                 or interrupted["data"].get("retryOf")):
             return
         trigger_seq = interrupted["data"]["triggerSeq"]
-        [raw] = await session.log.history(trigger_seq - 1, None, 1, None)
+        [raw] = await session.db.history(trigger_seq - 1, None, 1, None)
         trigger = {**orjson.loads(raw), "retryOf": interrupted["data"]["turnId"]}
         run = self.runs[session.id] = AgentRun(self, session, agent)
         run.enqueue(trigger)
@@ -406,7 +406,7 @@ class AgentRun:
         """The rows of the agent's ``context.sql``, as text for the prompt."""
         sql = self.agent.context_sql or ""
         try:
-            columns, rows, truncated = await self.session.log.query(sql, [], 100)
+            columns, rows, truncated = await self.session.db.query(sql, [], 100)
         except ProtocolError as exc:
             log.warning("context.sql of agent %s failed: %s", self.agent.id, exc.message)
             return f"(The session's context query failed: {exc.message})"
@@ -415,7 +415,7 @@ class AgentRun:
         return "Context from the session's state:\n" + "\n".join(lines) + more
 
     async def _transcript(self, before_seq: int) -> str:
-        raws = await self.session.log.history(
+        raws = await self.session.db.history(
             None, before_seq, 200, ["user.message", "agent.message"]
         )
         lines = []
@@ -612,7 +612,7 @@ def state_server(url: str, token: str, session_id: str) -> dict[str, Any]:
     }
 
 
-def _log_failure(fut: asyncio.Future[AppendResult]) -> None:
+def _log_failure(fut: asyncio.Future[CommitResult]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("an agent event was not stored: %s", fut.exception())
 

@@ -1204,8 +1204,8 @@ async def test_runaway_query_is_stopped_while_state_exec_runs(
     if not done:
         # Free the stuck query thread so that the hub can stop, then report.
         session = hub.sessions.open["s"]
-        if session.log._query is not None:
-            await session.log._query.interrupt()
+        if session.db._query is not None:
+            await session.db._query.interrupt()
         await asyncio.wait({pending}, timeout=5)
         pytest.fail("the runaway query was not stopped within 3 s (query_timeout is 0.3 s)")
     msg = pending.result()

@@ -53,7 +53,7 @@ PROGRESS_STEPS = 10_000
 
 
 @dataclass(slots=True)
-class Append:
+class PendingEvent:
     """One event waiting to be committed, with the future its publisher awaits.
 
     ``data`` is the event's encoded data; for ``state/exec`` it is ``None`` and the data
@@ -63,7 +63,7 @@ class Append:
     type: str
     source: bytes
     data: bytes | None
-    future: asyncio.Future[AppendResult]
+    future: asyncio.Future[CommitResult]
     idempotency_key: str | None = None
     turn_id: str | None = None
     statements: list[tuple[str, Any]] | None = None
@@ -72,7 +72,7 @@ class Append:
 
 
 @dataclass(slots=True, frozen=True)
-class AppendResult:
+class CommitResult:
     """What a publisher learns: the event's seq and ts, and whether it was a duplicate."""
 
     seq: int
@@ -82,10 +82,10 @@ class AppendResult:
 
 
 @dataclass(slots=True)
-class Staged:
+class StagedBatch:
     """A batch made ready to commit: outcomes, events, permission changes, rows to insert."""
 
-    outcomes: list[AppendResult | ProtocolError]
+    outcomes: list[CommitResult | ProtocolError]
     committed: list[tuple[int, bytes]]  # (seq, raw) of the new events
     perms: dict[str, Permission]
     ts: int  # the last event's ts
@@ -93,7 +93,7 @@ class Staged:
     permission_rows: list[tuple[Any, ...]] = field(default_factory=list)  # likewise
 
 
-class EventLog:
+class SessionDatabase:
     """The SQLite file of one session. Create with :meth:`create` or :meth:`open`."""
 
     def __init__(self, path: Path, meta: SessionMeta, durability: str) -> None:
@@ -116,8 +116,8 @@ class EventLog:
 
     @classmethod
     async def create(
-        cls, path: Path, meta: SessionMeta, durability: str, created: Append | None = None
-    ) -> EventLog:
+        cls, path: Path, meta: SessionMeta, durability: str, created: PendingEvent | None = None
+    ) -> SessionDatabase:
         """Make a new session file holding ``meta`` (and ``created`` as seq 1, if given).
 
         Fails with :class:`Conflict` if the file exists.
@@ -147,7 +147,7 @@ class EventLog:
         return log
 
     @classmethod
-    async def open(cls, path: Path, durability: str) -> EventLog:
+    async def open(cls, path: Path, durability: str) -> SessionDatabase:
         """Open an existing session file."""
         meta = read_meta(path)
         log = cls(path, meta, durability)
@@ -243,8 +243,8 @@ class EventLog:
     # --- writing ---------------------------------------------------------------------------
 
     async def append_batch(
-        self, batch: Sequence[Append]
-    ) -> tuple[list[AppendResult | ProtocolError], list[tuple[int, bytes]]]:
+        self, batch: Sequence[PendingEvent]
+    ) -> tuple[list[CommitResult | ProtocolError], list[tuple[int, bytes]]]:
         """Commit ``batch`` in one transaction (group commit).
 
         Returns one outcome per item (a result, or the error for that item alone) and the
@@ -275,7 +275,7 @@ class EventLog:
         return staged.outcomes, staged.committed
 
     @staticmethod
-    def _commit_rows(con: sqlite3.Connection, staged: Staged) -> None:
+    def _commit_rows(con: sqlite3.Connection, staged: StagedBatch) -> None:
         """Insert staged events (and permission rows) in one transaction (writer's thread)."""
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -288,7 +288,7 @@ class EventLog:
                 con.execute("ROLLBACK")
             raise
 
-    def _commit_staging(self, con: sqlite3.Connection, batch: Sequence[Append]) -> Staged:
+    def _commit_staging(self, con: sqlite3.Connection, batch: Sequence[PendingEvent]) -> StagedBatch:
         """Stage and commit a batch with client SQL, all in the writer's thread."""
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -302,14 +302,14 @@ class EventLog:
         return staged
 
     def _stage(
-        self, con: sqlite3.Connection | None, batch: Sequence[Append],
-        known: dict[str, AppendResult],
-    ) -> Staged:
+        self, con: sqlite3.Connection | None, batch: Sequence[PendingEvent],
+        known: dict[str, CommitResult],
+    ) -> StagedBatch:
         """Assign seqs and encode the events. With ``con`` (in the writer's thread, inside
         the transaction) rows are inserted as it goes, client SQL in between; without, the
         rows are returned to insert (the batch has no client SQL). Reads the log's state,
         changes none of it."""
-        out = Staged([], [], {}, self.last_ts)
+        out = StagedBatch([], [], {}, self.last_ts)
         rows = out.rows
         seq, ts = self.head_seq, self.last_ts
         for item in batch:
@@ -355,10 +355,10 @@ class EventLog:
             )
             rows.append((seq, ts, item.type, item.turn_id, key, raw))
             out.committed.append((seq, raw))
-            result = AppendResult(seq, ts, False, changes)
+            result = CommitResult(seq, ts, False, changes)
             out.outcomes.append(result)
             if key is not None:
-                known[key] = AppendResult(seq, ts, True, changes)
+                known[key] = CommitResult(seq, ts, True, changes)
         if rows and con is not None:
             insert_events(con, rows)
             rows.clear()
@@ -366,8 +366,8 @@ class EventLog:
         return out
 
     @staticmethod
-    def _known_keys(con: sqlite3.Connection, keys: list[str]) -> dict[str, AppendResult]:
-        known: dict[str, AppendResult] = {}
+    def _known_keys(con: sqlite3.Connection, keys: list[str]) -> dict[str, CommitResult]:
+        known: dict[str, CommitResult] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -376,7 +376,7 @@ class EventLog:
                 f" WHERE idempotency_key IN ({marks})",
                 chunk,
             ):
-                known[key] = AppendResult(seq, ts, True)
+                known[key] = CommitResult(seq, ts, True)
         return known
 
     def _run_client_writes(
@@ -490,7 +490,7 @@ class EventLog:
         ]
         return columns, out, truncated
 
-    async def copy_into(self, target: EventLog, at_seq: int) -> None:
+    async def copy_into(self, target: SessionDatabase, at_seq: int) -> None:
         """Copy events 1..``at_seq`` into ``target`` (new ids) and rebuild its state.
 
         Only statements the hub recorded are re-run: the ``statements`` of
