@@ -1,19 +1,28 @@
 """The ``axtui`` command. One function a command; all wiring is here.
 
-Exit codes: 0 success, 1 the command failed, 2 bad usage or config, 3 cannot reach or
-authenticate with the hub.
+Exit codes are :class:`axtui.exitcodes.ExitCode`'s: 0 success, 1 the command failed, 2 bad
+usage or config, 3 cannot reach or authenticate with the hub, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from axtui import __version__
+from axtui.exitcodes import ExitCode
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+    """Say what is wrong on one line and exit (by default: bad usage or config)."""
+    click.echo(f"axtui: {message}", err=True)
+    sys.exit(code)
 
 
 def _load(config_path: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
@@ -24,8 +33,7 @@ def _load(config_path: Path | None, **overrides: object):  # type: ignore[no-unt
         config = load_config(config_path)
         return config.with_overrides(**overrides)  # type: ignore[arg-type]
     except ConfigError as exc:
-        click.echo(f"axtui: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(str(exc))
 
 
 def _run_hub(config) -> None:  # type: ignore[no-untyped-def]
@@ -36,11 +44,9 @@ def _run_hub(config) -> None:  # type: ignore[no-untyped-def]
     try:
         run(serve_until_stopped(config))
     except DataDirLocked as exc:
-        click.echo(f"axtui: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(str(exc))
     except OSError as exc:
-        click.echo(f"axtui: cannot listen on {config.hub.host}:{config.hub.port}: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(f"cannot listen on {config.hub.host}:{config.hub.port}: {exc}")
 
 
 config_option = click.option(
@@ -107,7 +113,7 @@ def tui(config_path: Path | None, server: str | None, token: str | None,
 # fork, agents ---
 
 
-def _hub_options(fn):  # type: ignore[no-untyped-def]
+def _hub_options(fn: _Command) -> _Command:
     """--config, --server and --token: where the hub is and how to get in."""
     fn = click.option("--token", envvar="AXTUI_TOKEN",
                       help="Token for the hub (or $AXTUI_TOKEN; default: client.token).")(fn)
@@ -127,8 +133,7 @@ def _target(config_path: Path | None, server: str | None, token: str | None):  #
     try:
         return resolve_target(_load(config_path), server, token)
     except CommandError as exc:
-        click.echo(f"axtui: {exc.message}", err=True)
-        sys.exit(exc.code)
+        _fail(exc.message, exc.code)
 
 
 def _finish(main_coro) -> None:  # type: ignore[no-untyped-def]
@@ -208,21 +213,17 @@ def replay(config_path: Path | None, server: str | None, token: str | None,
     """Replay a session for debugging, from a hub or a session file (--db)."""
     from axtui.replay import ReplayOptions, replay_from_file, replay_from_hub
 
-    def usage(message: str) -> None:
-        click.echo(f"axtui: {message}", err=True)
-        sys.exit(EXIT_USAGE)
-
     if speed is not None and instant:
-        usage("--speed and --instant exclude each other")
+        _fail("--speed and --instant exclude each other")
     if db is not None and server is not None:
-        usage("--db and --server exclude each other")
+        _fail("--db and --server exclude each other")
     if to_seq is not None and to_seq < from_seq:
-        usage("--to-seq must not be below --from-seq")
+        _fail("--to-seq must not be below --from-seq")
     if agent is not None and not rerun:
-        usage("--agent goes with --rerun")
+        _fail("--agent goes with --rerun")
     if rerun:
         if db is not None or session_id is None:
-            usage("--rerun needs SESSION on a hub (not --db)")
+            _fail("--rerun needs SESSION on a hub (not --db)")
         from axtui.rerun import rerun as run_rerun
 
         _finish(run_rerun(_target(config_path, server, token), session_id, agent,
@@ -235,7 +236,7 @@ def replay(config_path: Path | None, server: str | None, token: str | None,
     if db is not None:
         _finish(replay_from_file(db, session_id, opts))
     if session_id is None:
-        usage("replay needs SESSION (or --db FILE)")
+        _fail("replay needs SESSION (or --db FILE)")
     _finish(replay_from_hub(_target(config_path, server, token), session_id, opts))
 
 
@@ -252,8 +253,7 @@ def export(config_path: Path | None, server: str | None, token: str | None,
     from axtui.replay import export_session
 
     if db is None and session_id is None:
-        click.echo("axtui: export needs SESSION (or --db FILE)", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail("export needs SESSION (or --db FILE)")
     target = _target(config_path, server, token) if db is None else None
     _finish(export_session(target, session_id, db, output))
 
@@ -361,9 +361,8 @@ def slack(config_path: Path | None) -> None:
     try:
         from axtui.slack.app import run
     except ImportError as exc:
-        click.echo(f"axtui: the Slack adapter needs the slack extra ({exc.name} is missing):"
-                   " pip install 'axtui[slack]'", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(f"the Slack adapter needs the slack extra ({exc.name} is missing):"
+              " pip install 'axtui[slack]'")
     sys.exit(run(config))
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from axtui import __version__
+from axtui.backoff import Backoff
+from server.jsonrpc import JsonRpcPeer, Notification
 from server.protocol import (
     PROTOCOL_VERSION,
     CannotResume,
@@ -167,13 +167,11 @@ class HubClient:
         self.open_timeout = open_timeout
         self.max_batches = max_batches
         self.principal: dict[str, str] = {}
-        self.hub_info: dict[str, str] = {}
         self.connected = asyncio.Event()
         self.on_notification: Callable[[str, Any], None] | None = None
         self.on_status: Callable[[str], None] | None = None
         self._ws: ClientConnection | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._peer = JsonRpcPeer(self._send, error_from_json)
         self._subscriptions: dict[str, Subscription] = {}
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # re-subscriptions under way
@@ -235,19 +233,18 @@ class HubClient:
             err = error_from_json(reply["error"])
             raise HubAuthError(err.message) if err.code == -32001 else err
         self.principal = reply["result"]["principal"]
-        self.hub_info = reply["result"]["hubInfo"]
         self._ws = ws
         self.connected.set()
         return ws
 
     async def _run(self, ws: ClientConnection) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, self.max_backoff, jitter=0.5)
         while True:
             self._resubscribe()
             reason = await self._read(ws)
             self._ws = None
             self.connected.clear()
-            self._fail_pending(ConnectionLost(f"connection to the hub lost ({reason})"))
+            self._peer.fail_all(ConnectionLost(f"connection to the hub lost ({reason})"))
             if self._closed or not self.reconnect:
                 self._end_all(HubUnavailable(f"disconnected from the hub ({reason})"))
                 return
@@ -261,9 +258,8 @@ class HubClient:
                     return
                 except (HubUnavailable, ProtocolError) as exc:
                     log.debug("reconnect failed: %s", exc)
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(self.max_backoff, backoff * 2)
-            backoff = 0.1
+                    await asyncio.sleep(backoff.next())
+            backoff.reset()
             self._status("reconnected")
 
     def _status(self, text: str) -> None:
@@ -274,16 +270,11 @@ class HubClient:
     async def _read(self, ws: ClientConnection) -> str:
         try:
             async for frame in ws:
-                msg = orjson.loads(frame)
-                if "id" in msg:
-                    fut = self._pending.pop(msg["id"], None)
-                    if fut is not None and not fut.done():
-                        if "error" in msg:
-                            fut.set_exception(error_from_json(msg["error"]))
-                        else:
-                            fut.set_result(msg.get("result"))
-                else:
-                    await self._notify(msg.get("method", ""), msg.get("params") or {})
+                message = self._peer.receive(frame)
+                if isinstance(message, Notification):
+                    await self._notify(message.method, message.params)
+                elif message is not None:
+                    log.debug("ignored a %s request from the hub", message.method)
         except ConnectionClosed:
             pass
         code = ws.close_code
@@ -304,12 +295,6 @@ class HubClient:
                 sub._fail(NotFound(f"session {sub.session_id} was deleted"))
         if self.on_notification is not None:
             self.on_notification(method, params)
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
 
     def _end_all(self, exc: BaseException) -> None:
         self._fatal = exc
@@ -344,25 +329,20 @@ class HubClient:
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send a request and return its result; hub errors raise ``ProtocolError`` kinds."""
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             if self._fatal is not None or self._closed:
                 raise HubUnavailable("the client is closed") from self._fatal
             await self.connected.wait()
-            ws = self._ws
-            assert ws is not None
-        request_id = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = fut
-        frame = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            frame["params"] = params
         try:
-            await ws.send(orjson.dumps(frame), text=True)
+            return await self._peer.request(method, params)
         except ConnectionClosed:
-            self._pending.pop(request_id, None)
             raise ConnectionLost(f"connection lost while sending {method}") from None
-        return await fut
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None:  # dropped again before the waiting call got to send
+            raise ConnectionLost("connection to the hub lost before the request was sent")
+        await ws.send(frame, text=True)
 
     def subscribe(self, session_id: str, after_seq: int = 0,
                   epoch: str | None = None) -> Subscription:

@@ -14,9 +14,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from axtui.headless import EXIT_OK, Target, connect, hub_error, usage_error
+from axtui.exitcodes import ExitCode
+from axtui.headless import Target, connect, usage_error
 from axtui.render import clock
-from server.protocol import ProtocolError
 
 
 def _console() -> Console:
@@ -44,17 +44,14 @@ def _date(ms: int) -> str:
     return time.strftime("%Y-%m-%d ", time.localtime(ms / 1000)) + clock(ms)[:8]
 
 
-async def list_sessions(target: Target, agent: str | None, as_json: bool) -> int:
+async def list_sessions(target: Target, agent: str | None, as_json: bool) -> ExitCode:
     """``axtui sessions``: every session, newest activity first."""
     async with connect(target) as hub:
-        try:
-            sessions = [s async for s in hub.list_sessions(agent)]
-        except ProtocolError as exc:
-            raise hub_error(exc) from None
+        sessions = [s async for s in hub.list_sessions(agent)]
     if as_json:
         for session in sessions:
             print_json(session)
-        return EXIT_OK
+        return ExitCode.OK
     table = Table(box=None, header_style="bold")
     for column in ("session", "title", "agent", "state", "head", "updated"):
         table.add_column(column, justify="right" if column == "head" else "left")
@@ -63,11 +60,11 @@ async def list_sessions(target: Target, agent: str | None, as_json: bool) -> int
                       s.get("agentState", ""), str(s.get("headSeq", 0)),
                       _date(int(s.get("updatedAt", 0))))
     _console().print(table)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def fork(target: Target, session_id: str, at_seq: int | None, new_id: str | None,
-               title: str | None, agent: str | None, as_json: bool) -> int:
+               title: str | None, agent: str | None, as_json: bool) -> ExitCode:
     """``axtui fork``: a new session with the events up to ``at_seq`` and their state."""
     params: dict[str, Any] = {"sessionId": session_id}
     for key, value in (("atSeq", at_seq), ("newSessionId", new_id), ("title", title),
@@ -75,47 +72,41 @@ async def fork(target: Target, session_id: str, at_seq: int | None, new_id: str 
         if value is not None:
             params[key] = value
     async with connect(target) as hub:
-        try:
-            session = (await hub.call("session/fork", params))["session"]
-        except ProtocolError as exc:
-            raise hub_error(exc) from None
+        session = (await hub.call("session/fork", params))["session"]
     if as_json:
         print_json(session)
     else:
         print(session["sessionId"])
         print(f"forked {session_id} at seq {session['headSeq'] - 1} into {session['sessionId']}",
               file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-async def list_agents(target: Target, as_json: bool) -> int:
+async def list_agents(target: Target, as_json: bool) -> ExitCode:
     """``axtui agents``: the agents the hub can run."""
     async with connect(target) as hub:
         agents = (await hub.call("agents/list"))["agents"]
     if as_json:
         for agent in agents:
             print_json(agent)
-        return EXIT_OK
+        return ExitCode.OK
     table = Table(box=None, header_style="bold")
     for column in ("agent", "protocol", "description"):
         table.add_column(column)
     for a in agents:
         table.add_row(a["id"], a.get("protocol", ""), a.get("description", ""))
     _console().print(table)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def publish(target: Target, session_id: str, event_type: str, data: str | None,
-                  idempotency_key: str | None, state: str | None, as_json: bool) -> int:
+                  idempotency_key: str | None, state: str | None, as_json: bool) -> ExitCode:
     """``axtui publish``: one event from a script, a cron job or CI; prints its seq."""
     payload = parse_json(data, "--data") if data is not None else {}
     statements = parse_json(state, "--state", list) if state is not None else None
     async with connect(target) as hub:
-        try:
-            result = await hub.publish(session_id, event_type, payload,
-                                       idempotency_key=idempotency_key, state=statements)
-        except ProtocolError as exc:
-            raise hub_error(exc) from None
+        result = await hub.publish(session_id, event_type, payload,
+                                   idempotency_key=idempotency_key, state=statements)
     if as_json:
         print_json(result)
     else:
@@ -123,7 +114,7 @@ async def publish(target: Target, session_id: str, event_type: str, data: str | 
         if result.get("duplicate"):
             print(f"already published (idempotency key {idempotency_key!r}): seq "
                   f"{result['seq']}", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _scalar(text: str) -> Any:
@@ -136,17 +127,14 @@ def _scalar(text: str) -> Any:
 
 
 async def query_state(target: Target, session_id: str, sql: str, params: list[str],
-                      limit: int | None, as_json: bool) -> int:
+                      limit: int | None, as_json: bool) -> ExitCode:
     """``axtui state``: read-only SQL on a session's state, printed as a table."""
     values = [_scalar(p) for p in params]
     async with connect(target) as hub:
-        try:
-            result = await hub.query(session_id, sql, values or None, limit)
-        except ProtocolError as exc:
-            raise hub_error(exc) from None
+        result = await hub.query(session_id, sql, values or None, limit)
     if as_json:
         print_json(result)
-        return EXIT_OK
+        return ExitCode.OK
     table = Table(box=None, header_style="bold")
     for column in result["columns"]:
         table.add_column(column)
@@ -157,4 +145,4 @@ async def query_state(target: Target, session_id: str, sql: str, params: list[st
     count = len(result["rows"])
     note = " (truncated: pass --limit for more)" if result["truncated"] else ""
     console.print(f"({count} row{'s' if count != 1 else ''}){note}", style="dim")
-    return EXIT_OK
+    return ExitCode.OK

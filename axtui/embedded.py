@@ -14,11 +14,13 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
+from axtui.exitcodes import ExitCode
 from axtui.headless import CommandError, usage_error
 from server.catalog import DataDirLocked
 from server.config import Config
-from server.hub import Hub
 from server.redact import protect_logs
+from server.runner import log_formatter
+from server.wiring import build_hub
 
 
 @contextlib.contextmanager
@@ -30,7 +32,7 @@ def _log_to_file(config: Config) -> Iterator[None]:
     root = logging.getLogger("axtui")
     saved = (root.handlers[:], root.propagate, root.level)
     handler = logging.FileHandler(logs / "hub.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter())
     protect_logs(handlers=[handler])
     root.setLevel(getattr(logging, config.hub.log_level.upper(), logging.INFO))
     root.handlers[:], root.propagate = [handler], False
@@ -58,16 +60,16 @@ async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
     except OSError as exc:
         raise usage_error(f"cannot use the data dir {config.hub.data_dir}: {exc}") from None
     try:
-        hub = Hub(config)
+        hub = build_hub(config)
         try:
             await hub.start()
         except DataDirLocked as exc:
             raise HubAlreadyRunning(
                 f"{str(exc).split(';')[0]} (axtui up or axtui serve): talk to that hub with"
-                f" --server {config.client.server}", 2
+                f" --server {config.client.server}", ExitCode.USAGE
             ) from None
         except OSError as exc:
-            raise CommandError(f"cannot start the embedded hub: {exc}", 2) from None
+            raise CommandError(f"cannot start the embedded hub: {exc}", ExitCode.USAGE) from None
         try:
             yield hub.url
         finally:

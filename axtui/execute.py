@@ -38,17 +38,11 @@ import click
 
 from axtui.client import HubClient, Subscription
 from axtui.embedded import embedded_hub
-from axtui.headless import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    CommandError,
-    Target,
-    connect,
-    usage_error,
-)
+from axtui.exitcodes import ExitCode
+from axtui.headless import CommandError, Target, connect, usage_error
 from axtui.render import EventPrinter
-from server.protocol import Conflict, NotFound, ProtocolError
+from server.protocol import Conflict, ProtocolError
+from server.runner import on_signals
 
 CANCEL_WAIT = 8.0  # seconds to wait for the cancelled turn to end (the hub kills after 5)
 TURN_ENDS = ("turn.completed", "turn.failed")
@@ -98,7 +92,7 @@ def check_options(opts: ExecOptions) -> None:
         raise usage_error("--last-seq needs --session ID")
 
 
-async def run_exec(config: Any, target: Target | None, opts: ExecOptions) -> int:
+async def run_exec(config: Any, target: Target | None, opts: ExecOptions) -> ExitCode:
     """Run ``axtui exec`` against ``target``, or an embedded hub when it is None."""
     check_options(opts)
     if target is None:
@@ -107,7 +101,7 @@ async def run_exec(config: Any, target: Target | None, opts: ExecOptions) -> int
     return await _run(target, opts)
 
 
-async def _run(target: Target, opts: ExecOptions) -> int:
+async def _run(target: Target, opts: ExecOptions) -> ExitCode:
     async with connect(target, reconnect=True) as hub:
         return await ExecRun(hub, opts).main()
 
@@ -135,25 +129,17 @@ class ExecRun:
         self._tasks: set[asyncio.Task[None]] = set()
         self._main_task: asyncio.Task[Any] | None = None
 
-    async def main(self) -> int:
+    async def main(self) -> ExitCode:
         """Run to the end of the goal turn; the exit code."""
-        loop = asyncio.get_running_loop()
         self._main_task = asyncio.current_task()
-        handle_sigint = threading.current_thread() is threading.main_thread()
-        if handle_sigint:
-            loop.add_signal_handler(signal.SIGINT, self.interrupt)
         try:
-            return await self._main()
+            with on_signals(self.interrupt, [signal.SIGINT]):
+                return await self._main()
         finally:
-            if handle_sigint:
-                loop.remove_signal_handler(signal.SIGINT)
             self.printer.close()
 
-    async def _main(self) -> int:
-        try:
-            attached = await self._attach()
-        except NotFound as exc:
-            raise CommandError(exc.message.rstrip(".")) from None
+    async def _main(self) -> ExitCode:
+        attached = await self._attach()
         self.session_id, self.goal = attached.session_id, attached.goal
         self.last_seq = attached.after_seq
         self.caught_up_at = max(attached.after_seq, attached.head_seq)
@@ -166,14 +152,12 @@ class ExecRun:
                 self._timeout = None
             except TimeoutError:
                 pass  # Ctrl+C and the cancelled turn did not end in time
-            except ProtocolError as exc:
-                raise CommandError(exc.message.rstrip(".")) from None
             finally:
                 await sub.close()
         self.printer.close()
         if self.interrupted:
             self._resume_hint()
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
         return self._outcome()
 
     # --- attaching -------------------------------------------------------------------------
@@ -262,16 +246,16 @@ class ExecRun:
         elif kind == "permission.response":
             self.open_requests.pop(str(data.get("requestId")), None)
 
-    def _outcome(self) -> int:
+    def _outcome(self) -> ExitCode:
         ended = self.goal.ended
         if ended is None:
-            return EXIT_FAILED
+            return ExitCode.FAILED
         if ended["type"] == "turn.failed":
             data = ended.get("data") or {}
             message = str((data.get("error") or {}).get("message", "")).splitlines()
             note(f"the turn failed ({data.get('reason')}){': ' + message[0] if message else ''}")
-            return EXIT_FAILED
-        return EXIT_OK
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     # --- permissions -----------------------------------------------------------------------
 

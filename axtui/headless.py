@@ -1,10 +1,11 @@
 """What every headless command shares: where the hub is, connecting, errors and exit codes.
 
-Exit codes (as in the design): 0 success, 1 the turn or command failed (the hub refused:
-unknown session, bad SQL, forbidden; or the work failed), 2 bad usage or config (found
-before asking the hub: bad options, bad JSON, a bad file), 3 cannot reach or
-authenticate with the hub. 130 when interrupted with Ctrl+C. Every error is one line on
-stderr starting with ``axtui:``.
+A command is a coroutine returning an :class:`~axtui.exitcodes.ExitCode`; :func:`run`
+turns whatever it raises into its one line on stderr, starting with ``axtui:``, and the
+exit code: :class:`CommandError` its own; what the hub refused (``ProtocolError``, its
+message) ``FAILED``; a hub that cannot be reached, refuses the token or drops the
+connection ``UNREACHABLE``; Ctrl+C ``INTERRUPTED``. So commands raise, and catch a hub
+error only to say something more specific than its message.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ from typing import Any
 import click
 
 from axtui.client import ConnectionLost, HubAuthError, HubClient, HubUnavailable
+from axtui.exitcodes import ExitCode
 from server.protocol import ProtocolError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class CommandError(Exception):
     """A command cannot go on: ``message`` is shown on one line, ``code`` is the exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
 
 
 def usage_error(message: str) -> CommandError:
-    """Bad options or input, found before asking the hub (exit 2)."""
-    return CommandError(message, EXIT_USAGE)
+    """Bad options or input, found before asking the hub (``USAGE``)."""
+    return CommandError(message, ExitCode.USAGE)
 
 
 @dataclass(frozen=True)
@@ -57,24 +57,20 @@ def resolve_target(config: Any, server: str | None, token: str | None) -> Target
 
 @contextlib.asynccontextmanager
 async def connect(target: Target, *, reconnect: bool = False) -> AsyncIterator[HubClient]:
-    """A connected :class:`HubClient`; failures become exit 3 with one clear line."""
+    """A connected :class:`HubClient`; failures become ``UNREACHABLE`` with one clear line."""
     client = HubClient(target.url, token=target.token, kind="cli", name="axtui",
                        reconnect=reconnect)
     try:
         await client.start()
     except HubAuthError as exc:
-        raise CommandError(f"{exc} (check --token or AXTUI_TOKEN)", EXIT_UNREACHABLE) from None
+        raise CommandError(f"{exc} (check --token or AXTUI_TOKEN)",
+                           ExitCode.UNREACHABLE) from None
     except HubUnavailable as exc:
-        raise CommandError(str(exc), EXIT_UNREACHABLE) from None
+        raise CommandError(str(exc), ExitCode.UNREACHABLE) from None
     try:
         yield client
     finally:
         await client.close()
-
-
-def hub_error(exc: ProtocolError) -> CommandError:
-    """The one-line error for what the hub refused."""
-    return CommandError(exc.message.rstrip("."), EXIT_FAILED)
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -85,17 +81,17 @@ def run(main: Coroutine[Any, Any, int]) -> int:
         click.echo(f"axtui: {exc.message}", err=True)
         return exc.code
     except ProtocolError as exc:
-        click.echo(f"axtui: {hub_error(exc).message}", err=True)
-        return EXIT_FAILED
+        click.echo(f"axtui: {exc.message.rstrip('.')}", err=True)
+        return ExitCode.FAILED
     except HubAuthError as exc:
         click.echo(f"axtui: {exc}", err=True)
-        return EXIT_UNREACHABLE
+        return ExitCode.UNREACHABLE
     except (HubUnavailable, ConnectionLost) as exc:
         click.echo(f"axtui: lost the hub: {exc}", err=True)
-        return EXIT_UNREACHABLE
+        return ExitCode.UNREACHABLE
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("axtui: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
 
 
 def finish(main: Coroutine[Any, Any, int]) -> None:

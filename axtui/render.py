@@ -19,14 +19,35 @@ the hub sent it.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
 from rich.text import Text
+
+from server.events import (
+    AgentStatus,
+    AgentText,
+    Event,
+    EventData,
+    PermissionRequest,
+    PermissionResponse,
+    Plan,
+    SessionCreated,
+    SessionForked,
+    StateChanged,
+    Statement,
+    ToolCall,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    UserMessage,
+    as_event,
+)
+from server.sources import Source
 
 CHUNK_TYPES = ("agent.message.chunk", "agent.thought.chunk")
 TYPE_STYLES = {
@@ -39,33 +60,14 @@ TYPE_STYLES = {
 BODY_INDENT = 55  # where the body starts (seq, time, source, type), for continuation lines
 
 
-def type_matcher(patterns: list[str] | None) -> re.Pattern[str] | None:
-    """A regex for protocol type patterns (only ``*`` is special), or None for all types."""
-    if not patterns:
-        return None
-    return re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in patterns))
-
-
 def clock(ts: int) -> str:
     """``HH:MM:SS.mmm`` in local time for a millisecond timestamp."""
     return time.strftime("%H:%M:%S", time.localtime(ts / 1000)) + f".{ts % 1000:03d}"
 
 
-def source_label(source: Any) -> str:
-    """``name/client`` for a client, the agent id for an agent, ``hub`` for the hub."""
-    if not isinstance(source, dict):
-        return "?"
-    name = str(source.get("name", "?"))
-    if source.get("kind") == "client" and source.get("client"):
-        return f"{name}/{source['client']}"
-    return name
-
-
-def principal_note(source: Any) -> str:
+def principal_note(source: Source) -> str:
     """`` (sent by <principal>)`` when a client published on someone's behalf, else ``""``."""
-    if isinstance(source, dict) and source.get("principal"):
-        return f" (sent by {source['principal']})"
-    return ""
+    return f" (sent by {source.principal})" if source.principal else ""
 
 
 def _compact(value: Any, limit: int = 300) -> str:
@@ -73,72 +75,99 @@ def _compact(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _statements(stmts: Any) -> list[str]:
-    if not isinstance(stmts, list):
-        return []
-    lines = []
-    for stmt in stmts:
-        if isinstance(stmt, dict):
-            params = stmt.get("params")
-            lines.append(str(stmt.get("sql", "")) + (f"  {_compact(params)}" if params else ""))
-    return lines
+def _statements(statements: tuple[Statement, ...]) -> list[str]:
+    return [s.sql + (f"  {_compact(s.params)}" if s.params else "") for s in statements]
 
 
-def body_lines(event: dict[str, Any]) -> list[str]:
-    """The readable body of an event, one or a few lines."""
-    kind = event.get("type", "")
-    data = event.get("data") or {}
-    lines: list[str]
-    if kind in ("user.message", "agent.message", "agent.thought", *CHUNK_TYPES):
-        lines = str(data.get("text", "")).splitlines() or [""]
-    elif kind == "session.created":
-        lines = [f"title {data.get('title')!r}, agent {data.get('agent') or 'none'}"]
-    elif kind == "session.forked":
-        agent = f", agent {data['agent']}" if data.get("agent") else ""
-        lines = [f"from {data.get('fromSessionId')} at seq {data.get('atSeq')}{agent}"]
-    elif kind == "agent.status":
-        extra = [f"{k} {data[k]}" for k in ("resumeMode", "pid", "reason") if data.get(k)]
-        lines = [" ".join([str(data.get("state", "?")), *extra])]
-    elif kind == "turn.started":
-        retry = f" (retry of {data['retryOf']})" if data.get("retryOf") else ""
-        lines = [f"turn {data.get('turnId')} for seq {data.get('triggerSeq')}{retry}"]
-    elif kind == "turn.completed":
-        lines = [f"{data.get('stopReason')}"]
-    elif kind == "turn.failed":
-        message = str((data.get("error") or {}).get("message", ""))
-        lines = [f"{data.get('reason')}: {message}".rstrip(": ")]
-        lines = lines[0].splitlines() or [""]
-    elif kind == "tool.call":
-        lines = [f"{data.get('title')} [{data.get('kind')}] {data.get('status')}"]
-        lines += _tool_content(data)
-    elif kind == "tool.update":
-        changed = [f"{k} {data[k]}" for k in ("title", "status") if k in data]
-        lines = [" ".join([str(data.get("toolCallId")), *changed]), *_tool_content(data)]
-    elif kind == "plan":
-        lines = [f"[{e.get('status')}] {e.get('content')}" for e in data.get("entries") or []
-                 if isinstance(e, dict)] or ["(empty plan)"]
-    elif kind == "permission.request":
-        title = (data.get("toolCall") or {}).get("title", "")
-        options = ", ".join(f"{o.get('optionId')} ({o.get('kind')})"
-                            for o in data.get("options") or [] if isinstance(o, dict))
-        lines = [f"{title}: {options}"]
-    elif kind == "permission.response":
-        answer = data.get("optionId") or data.get("outcome")
-        lines = [f"{data.get('requestId')} → {answer}"]
-    elif kind == "state.changed":
-        lines = [*_statements(data.get("statements")), f"({data.get('changes')} rows changed)"]
-    else:
-        lines = [_compact(data)]
-    return lines + [f"state: {line}" for line in _statements(event.get("state"))]
+def body_lines(event: Event | Mapping[str, Any]) -> list[str]:
+    """The readable body of an event (parsed, or as the hub sent it), one or a few lines."""
+    event = as_event(event)
+    lines = _BODIES.get(event.type, _custom)(event, event.data)
+    return lines + [f"state: {line}" for line in _statements(event.state)]
 
 
-def _tool_content(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    for block in data.get("content") or []:
-        inner = block.get("content") if isinstance(block, dict) else None
-        if isinstance(inner, dict) and isinstance(inner.get("text"), str):
-            lines += inner["text"].splitlines()
-    return lines
+# --- bodies, one per event type --------------------------------------------------------------
+
+def _text(event: Event, data: UserMessage | AgentText) -> list[str]:
+    return data.text.splitlines() or [""]
+
+
+def _session_created(event: Event, data: SessionCreated) -> list[str]:
+    return [f"title {data.title!r}, agent {data.agent or 'none'}"]
+
+
+def _session_forked(event: Event, data: SessionForked) -> list[str]:
+    agent = f", agent {data.agent}" if data.agent else ""
+    return [f"from {data.from_session_id} at seq {data.at_seq}{agent}"]
+
+
+def _agent_status(event: Event, data: AgentStatus) -> list[str]:
+    extra = [f"{name} {value}" for name, value in (
+        ("resumeMode", data.resume_mode), ("pid", data.pid), ("reason", data.reason)) if value]
+    return [" ".join([data.state or "?", *extra])]
+
+
+def _turn_started(event: Event, data: TurnStarted) -> list[str]:
+    retry = f" (retry of {data.retry_of})" if data.retry_of else ""
+    return [f"turn {data.turn_id} for seq {data.trigger_seq}{retry}"]
+
+
+def _turn_completed(event: Event, data: TurnCompleted) -> list[str]:
+    return [data.stop_reason]
+
+
+def _turn_failed(event: Event, data: TurnFailed) -> list[str]:
+    return f"{data.reason}: {data.message}".rstrip(": ").splitlines() or [""]
+
+
+def _tool_call(event: Event, data: ToolCall) -> list[str]:
+    return [f"{data.title} [{data.kind}] {data.status}", *_tool_content(data)]
+
+
+def _tool_update(event: Event, data: ToolCall) -> list[str]:
+    changed = [f"{name} {value}" for name, value in (("title", data.title),
+                                                     ("status", data.status))
+               if value is not None]
+    return [" ".join([data.tool_call_id, *changed]), *_tool_content(data)]
+
+
+def _tool_content(data: ToolCall) -> list[str]:
+    return [line for text in data.texts for line in text.splitlines()]
+
+
+def _plan(event: Event, data: Plan) -> list[str]:
+    return [f"[{e.status}] {e.content}" for e in data.entries] or ["(empty plan)"]
+
+
+def _permission_request(event: Event, data: PermissionRequest) -> list[str]:
+    options = ", ".join(f"{o.option_id} ({o.kind})" for o in data.options)
+    return [f"{data.title}: {options}"]
+
+
+def _permission_response(event: Event, data: PermissionResponse) -> list[str]:
+    return [f"{data.request_id} → {data.option_id or 'cancelled'}"]
+
+
+def _state_changed(event: Event, data: StateChanged) -> list[str]:
+    return [*_statements(data.statements), f"({data.changes} rows changed)"]
+
+
+def _custom(event: Event, data: EventData) -> list[str]:
+    """An application's event, or a type this version does not know: its data as JSON."""
+    return [_compact(event.fields)]
+
+
+# Each body is given the data shape of its type (server.events.SHAPE_OF).
+_BODIES: dict[str, Callable[[Event, Any], list[str]]] = {
+    "user.message": _text, "agent.message": _text, "agent.message.chunk": _text,
+    "agent.thought": _text, "agent.thought.chunk": _text,
+    "session.created": _session_created, "session.forked": _session_forked,
+    "agent.status": _agent_status, "turn.started": _turn_started,
+    "turn.completed": _turn_completed, "turn.failed": _turn_failed,
+    "tool.call": _tool_call, "tool.update": _tool_update, "plan": _plan,
+    "permission.request": _permission_request, "permission.response": _permission_response,
+    "state.changed": _state_changed,
+}
 
 
 class EventPrinter:
@@ -159,44 +188,46 @@ class EventPrinter:
         self._streaming: str | None = None  # messageId of the message being streamed
         self._streamed: set[str] = set()
 
-    def print(self, event: dict[str, Any]) -> None:
-        """Show one event."""
+    def print(self, event: Event | Mapping[str, Any]) -> None:
+        """Show one event (parsed, or as the hub sent it)."""
         if self.jsonl:
             out = self.file or sys.stdout
-            out.write(orjson.dumps(event).decode() + "\n")
+            out.write(orjson.dumps(event.raw if isinstance(event, Event) else event).decode()
+                      + "\n")
             out.flush()
             return
-        kind = event.get("type", "")
-        data = event.get("data") or {}
-        message_id = data.get("messageId")
-        if self.stream_chunks and kind in CHUNK_TYPES:
-            if self._streaming != message_id:
+        event = as_event(event)
+        kind, data = event.type, event.data
+        style = TYPE_STYLES.get(kind, "")
+        if isinstance(data, AgentText) and self.stream_chunks and not data.complete:
+            if self._streaming != data.message_id:
                 self._end_stream()
                 self.console.print(self._head(event, kind.removesuffix(".chunk")), end="")
-                self._streaming = message_id
-                self._streamed.add(str(message_id))
-            text = str(data.get("text", "")).replace("\n", "\n" + " " * BODY_INDENT)
-            self.console.print(Text(text, TYPE_STYLES.get(kind, "")), end="")
+                self._streaming = data.message_id
+                self._streamed.add(data.message_id)
+            text = data.text.replace("\n", "\n" + " " * BODY_INDENT)
+            self.console.print(Text(text, style), end="")
             self.console.file.flush()
             return
         self._end_stream()
-        if self.stream_chunks and message_id is not None and message_id in self._streamed:
-            self._streamed.discard(message_id)
+        if isinstance(data, AgentText) and self.stream_chunks \
+                and data.message_id in self._streamed:
+            self._streamed.discard(data.message_id)
             return  # its text is on the screen already
         lines = body_lines(event)
         line = self._head(event, kind)
-        line.append(lines[0], TYPE_STYLES.get(kind, ""))
-        line.append(principal_note(event.get("source")), "dim")
+        line.append(lines[0], style)
+        line.append(principal_note(event.source), "dim")
         for more in lines[1:]:
-            line.append("\n" + " " * BODY_INDENT + more, TYPE_STYLES.get(kind, ""))
+            line.append("\n" + " " * BODY_INDENT + more, style)
         self.console.print(line)
         self.console.file.flush()
 
-    def _head(self, event: dict[str, Any], kind: str) -> Text:
+    def _head(self, event: Event, kind: str) -> Text:
         head = Text()
-        head.append(f"{event.get('seq', 0):>5} ", "bold")
-        head.append(clock(int(event.get("ts", 0))) + " ", "dim")
-        head.append(f"{source_label(event.get('source'))[:14]:<14} ")
+        head.append(f"{event.seq:>5} ", "bold")
+        head.append(clock(event.ts) + " ", "dim")
+        head.append(f"{event.source.label(via='/', clients_only=True)[:14]:<14} ")
         head.append(f"{kind[:20]:<20} ", TYPE_STYLES.get(kind, ""))
         return head
 

@@ -30,16 +30,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from axtui.headless import (
-    EXIT_OK,
-    CommandError,
-    Target,
-    connect,
-    history,
-    usage_error,
-)
-from axtui.render import CHUNK_TYPES, EventPrinter, type_matcher
+from axtui.exitcodes import ExitCode
+from axtui.headless import CommandError, Target, connect, history, usage_error
+from axtui.render import CHUNK_TYPES, EventPrinter
 from server.protocol import InvalidParams, NotFound, check_recorded_event
+from server.typepattern import TypeFilter
 
 EXPORT_VERSION = 1
 
@@ -60,7 +55,7 @@ class ReplayOptions:
 async def play(events: AsyncIterator[dict[str, Any]], opts: ReplayOptions,
                printer: EventPrinter) -> int:
     """Print the wanted events, pausing between them as recorded (scaled) unless instant."""
-    matcher = type_matcher(list(opts.types))
+    wanted = TypeFilter.of(opts.types)
     previous_ts: int | None = None
     count = 0
     async for event in events:
@@ -68,8 +63,8 @@ async def play(events: AsyncIterator[dict[str, Any]], opts: ReplayOptions,
             break
         if event["seq"] < opts.from_seq:
             continue
-        if matcher is not None:
-            if matcher.fullmatch(event["type"]) is None:
+        if wanted:
+            if not wanted.matches(event["type"]):
                 continue
         elif not opts.jsonl and event["type"] in CHUNK_TYPES:
             continue
@@ -84,14 +79,11 @@ async def play(events: AsyncIterator[dict[str, Any]], opts: ReplayOptions,
 
 # --- from a hub ----------------------------------------------------------------------------
 
-async def replay_from_hub(target: Target, session_id: str, opts: ReplayOptions) -> int:
+async def replay_from_hub(target: Target, session_id: str, opts: ReplayOptions) -> ExitCode:
     """``axtui replay SESSION --server URL``."""
     printer = EventPrinter(jsonl=opts.jsonl)
     async with connect(target, reconnect=opts.follow) as hub:
-        try:
-            session = await hub.get_session(session_id)
-        except NotFound as exc:
-            raise CommandError(exc.message.rstrip(".")) from None
+        session = await hub.get_session(session_id)
         after = min(opts.from_seq - 1, session["headSeq"])
         if opts.follow:
             sub = hub.subscribe(session_id, after)
@@ -102,7 +94,7 @@ async def replay_from_hub(target: Target, session_id: str, opts: ReplayOptions) 
         else:
             await play(history(hub, session_id, after, opts.to_seq, list(opts.types) or None),
                        opts, printer)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _until(events: AsyncIterator[dict[str, Any]], to_seq: int | None,
@@ -165,7 +157,7 @@ async def _aiter(items: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any
         yield item
 
 
-async def replay_from_file(path: Path, session_id: str | None, opts: ReplayOptions) -> int:
+async def replay_from_file(path: Path, session_id: str | None, opts: ReplayOptions) -> ExitCode:
     """``axtui replay [SESSION] --db FILE``: no hub needed."""
     if opts.follow:
         raise usage_error("--follow needs a hub (--server): a session file has no live events")
@@ -178,7 +170,7 @@ async def replay_from_file(path: Path, session_id: str | None, opts: ReplayOptio
         await play(_aiter(events), opts, EventPrinter(jsonl=opts.jsonl))
     finally:
         con.close()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- export --------------------------------------------------------------------------------
@@ -206,7 +198,7 @@ def _line(value: Any) -> str:
 
 
 async def export_session(target: Target | None, session_id: str | None, db: Path | None,
-                         output: Path | None) -> int:
+                         output: Path | None) -> ExitCode:
     """``axtui export SESSION [-o F]`` from a hub, or from a session file with ``--db``."""
     count = 0
     try:
@@ -227,10 +219,7 @@ async def export_session(target: Target | None, session_id: str | None, db: Path
         else:
             assert target is not None and session_id is not None
             async with connect(target) as hub:
-                try:
-                    session = await hub.get_session(session_id)
-                except NotFound as exc:
-                    raise CommandError(exc.message.rstrip(".")) from None
+                session = await hub.get_session(session_id)
                 with _output(output) as out:
                     out.write(_line({"axtuiExport": EXPORT_VERSION, "session": session}))
                     async for event in history(hub, session_id, 0, session["headSeq"]):
@@ -241,7 +230,7 @@ async def export_session(target: Target | None, session_id: str | None, db: Path
     where = f" to {output}" if output is not None else ""
     print(f"axtui: exported {count} events of session {session['sessionId']}{where}",
           file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- import --------------------------------------------------------------------------------
@@ -291,7 +280,7 @@ def read_export(path: Path) -> ExportFile:
 
 
 async def import_session(target: Target, path: Path, new_id: str | None, title: str | None,
-                         agent: str | None, as_json: bool) -> int:
+                         agent: str | None, as_json: bool) -> ExitCode:
     """``axtui import F``: a new session from an export file."""
     export = read_export(path)
     header = export.session
@@ -319,17 +308,17 @@ async def import_session(target: Target, path: Path, new_id: str | None, title: 
             index = (exc.data or {}).get("index") if isinstance(exc.data, dict) else None
             if isinstance(index, int) and 0 <= index < len(export.lines):
                 raise CommandError(f"{path}:{export.lines[index]}: {exc.message}") from None
-            raise CommandError(exc.message.rstrip(".")) from None
+            raise
         except NotFound as exc:
             raise CommandError(f"{exc.message.rstrip('.')}; choose one with --agent ID"
                                " (or --agent none)") from None
         except ConnectionError as exc:
             raise CommandError(f"the hub dropped the import ({exc}); a file this large may be"
-                               " over its hub.max_frame_bytes", 3) from None
+                               " over its hub.max_frame_bytes", ExitCode.UNREACHABLE) from None
     if as_json:
         sys.stdout.write(_line(session))
     else:
         print(session["sessionId"])
         print(f"axtui: imported {len(export.events)} events as session"
               f" {session['sessionId']} (epoch {session['epoch']})", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK

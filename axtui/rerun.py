@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.text import Text
 
 from axtui.client import HubClient, Subscription
-from axtui.headless import EXIT_FAILED, EXIT_OK, CommandError, Target, connect, history
+from axtui.exitcodes import ExitCode
+from axtui.headless import CommandError, Target, connect, history
 from axtui.render import body_lines
-from server.protocol import Conflict, NotFound, is_reserved_type
+from server.protocol import Conflict, is_reserved_type
 
 TURN_ENDS = ("turn.completed", "turn.failed")
 
@@ -151,8 +152,7 @@ class Rerun:
 
     async def _send(self, event: dict[str, Any]) -> int:
         if event["type"] == "state.changed":
-            statements = (event.get("data") or {}).get("statements")
-            result = await self.hub.exec(self.fork_id, statements)
+            result = await self.hub.exec(self.fork_id, (event.get("data") or {})["statements"])
         else:
             result = await self.hub.publish(self.fork_id, event["type"], event.get("data"),
                                             state=event.get("state"))
@@ -183,13 +183,10 @@ class Rerun:
 
 
 async def rerun(target: Target, session_id: str, agent: str | None, turn_timeout: float,
-                as_json: bool) -> int:
+                as_json: bool) -> ExitCode:
     """``axtui replay SESSION --rerun``: the exit code is 0 when nothing differs."""
     async with connect(target) as hub:
-        try:
-            origin = await hub.get_session(session_id)
-        except NotFound as exc:
-            raise CommandError(exc.message.rstrip(".")) from None
+        origin = await hub.get_session(session_id)
         events = [e async for e in history(hub, session_id, 0, origin["headSeq"])]
         original = split_turns(events)
         inputs = [e for e in events if replayable(e)]
@@ -214,7 +211,7 @@ async def rerun(target: Target, session_id: str, agent: str | None, turn_timeout
                                        "turns": report}).decode() + "\n")
     else:
         print_report(report, fork["sessionId"])
-    return EXIT_OK if same else EXIT_FAILED
+    return ExitCode.OK if same else ExitCode.FAILED
 
 
 def compare(original: dict[int, Turn], rerun_turns: dict[int, Turn]) -> list[dict[str, Any]]:

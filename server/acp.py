@@ -6,13 +6,13 @@ Here one reader task reads the agent's stdout line by line and hands notificatio
 callback *synchronously, in the order the agent sent them*; the agent's requests (which
 may wait for a person, like a permission) each run as a task. The agent's stderr goes
 straight to a log file, so the operating system drains it, whatever the agent writes.
+Request ids, pending requests and sorting what came in are :mod:`server.jsonrpc`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
+from server.jsonrpc import JsonRpcPeer, Notification, Request
+from server.tasks import TaskSet
 
 log = logging.getLogger("axtui.acp")
 
@@ -46,6 +47,10 @@ class AgentError(Exception):
 
 class AgentExited(AgentError):
     """The agent process is gone."""
+
+
+def _agent_error(err: dict[str, Any]) -> AgentError:
+    return AgentError(str(err.get("message", "error")), err.get("code"), err.get("data"))
 
 
 class Child:
@@ -169,9 +174,8 @@ class AgentProcess:
         self.stderr_start = stderr_start  # where this run's stderr begins in the log
         self._on_notification = on_notification
         self._on_request = on_request
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._peer = JsonRpcPeer(self._write, _agent_error)
+        self._tasks = TaskSet(log, f"agent {proc.pid}")
         self._reader = asyncio.create_task(self._read(), name=f"acp reader {proc.pid}")
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -212,23 +216,18 @@ class AgentProcess:
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
         """Call a method of the agent and return its result."""
-        request_id = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = fut
-        await self._write({"jsonrpc": "2.0", "id": request_id, "method": method,
-                           "params": params})
-        return await fut
+        return await self._peer.request(method, params)
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         """Send a notification to the agent."""
-        await self._write({"jsonrpc": "2.0", "method": method, "params": params})
+        await self._peer.notify(method, params)
 
-    async def _write(self, message: dict[str, Any]) -> None:
+    async def _write(self, frame: bytes) -> None:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing() or self.exited.done():
             raise AgentExited("the agent is not running")
         try:
-            stdin.write(orjson.dumps(message) + b"\n")
+            stdin.write(frame + b"\n")
             await stdin.drain()
         except (ConnectionError, BrokenPipeError) as exc:
             raise AgentExited(f"the agent closed its input: {exc}") from None
@@ -252,56 +251,34 @@ class AgentProcess:
                 self._dispatch(line)
         finally:
             code = await self.proc.wait()
-            err = AgentExited(f"{reason} (exit code {code})")
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(err)
-            self._pending.clear()
+            self._peer.fail_all(AgentExited(f"{reason} (exit code {code})"))
             if not self.exited.done():
                 self.exited.set_result(code)
 
     def _dispatch(self, line: bytes) -> None:
-        try:
-            msg = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            log.debug("agent %d wrote a line that is not JSON; skipped", self.pid)
-            return
-        if not isinstance(msg, dict):
-            return
-        if "method" not in msg:
-            request_id = msg.get("id")
-            fut = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
-            if fut is not None and not fut.done():
-                err = msg.get("error")
-                if isinstance(err, dict):
-                    fut.set_exception(AgentError(str(err.get("message", "error")),
-                                                 err.get("code"), err.get("data")))
-                else:
-                    fut.set_result(msg.get("result"))
-            return
-        raw_params = msg.get("params")
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-        if "id" not in msg:
+        message = self._peer.receive(line)
+        if isinstance(message, Notification):
             try:
-                self._on_notification(msg["method"], params)
+                self._on_notification(message.method, message.params)
             except Exception:
-                log.exception("handling %s from agent %d failed", msg["method"], self.pid)
-            return
-        task = asyncio.create_task(self._serve(msg["id"], msg["method"], params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                log.exception("handling %s from agent %d failed", message.method, self.pid)
+        elif isinstance(message, Request):
+            self._tasks.spawn(self._serve(message), name=message.method)
 
-    async def _serve(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+    async def _serve(self, request: Request) -> None:
         try:
-            reply["result"] = await self._on_request(method, params)
+            result = await self._on_request(request.method, request.params)
         except AgentError as exc:
-            reply["error"] = {"code": exc.code or -32603, "message": str(exc)}
+            code, message = exc.code or -32603, str(exc)
         except Exception as exc:
-            log.exception("serving %s for agent %d failed", method, self.pid)
-            reply["error"] = {"code": -32603, "message": f"the hub failed: {exc}"}
+            log.exception("serving %s for agent %d failed", request.method, self.pid)
+            code, message = -32603, f"the hub failed: {exc}"
+        else:
+            with contextlib.suppress(AgentExited):
+                await self._peer.respond(request.id, result)
+            return
         with contextlib.suppress(AgentExited):
-            await self._write(reply)
+            await self._peer.respond_error(request.id, code, message)
 
     # --- stopping ----------------------------------------------------------------------------
 

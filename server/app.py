@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 from server.config import Config
 from server.hub import Hub
 from server.redact import protect_logs
+from server.runner import log_formatter, run_until_signal
+from server.wiring import build_hub
 
 log = logging.getLogger("axtui")
 
@@ -24,7 +25,7 @@ def setup_logging(config: Config) -> None:
     header and every frame, which would copy all sessions' data into the log.
     """
     level = getattr(logging, config.hub.log_level.upper(), logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = log_formatter()
     console = logging.StreamHandler(sys.stderr)
     logs = config.hub.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -45,24 +46,11 @@ async def serve_until_stopped(
     config: Config, ready: Callable[[Hub], Coroutine[Any, Any, None]] | None = None
 ) -> None:
     """Run a hub until SIGINT or SIGTERM (or until ``ready`` returns, if given)."""
-    hub = Hub(config)
+    hub = build_hub(config)
     await hub.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        if ready is not None:
-            job = asyncio.create_task(ready(hub))
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (job, stopper):
-                task.cancel()
-        else:
-            await stop.wait()
+        await run_until_signal(None if ready is None else ready(hub))
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         log.info("shutting down")
         await hub.stop()
 

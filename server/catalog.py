@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from server.events import AgentState
 from server.protocol import SESSION_ID_RE, SessionInfo
-from server.sessionfile import read_head, read_meta
+from server.sessionfile import read_head, read_info
 
 log = logging.getLogger("axtui.catalog")
 
@@ -266,17 +266,9 @@ def scan_sessions(
     for sid in sorted(on_disk - set(rows)):
         path = catalog.session_path(sid)
         try:
-            meta = read_meta(path)
-            head, ts = read_head(path)
-        except (OSError, sqlite3.Error) as exc:
+            found.append(read_info(path))
+        except OSError as exc:
             log.warning("ignoring %s: %s", path, exc)
-            continue
-        found.append(SessionInfo(
-            session_id=meta.session_id, epoch=meta.epoch, title=meta.title, agent=meta.agent,
-            head_seq=head, agent_state="suspended" if meta.agent else "none",
-            created_at=meta.created_at, updated_at=max(ts, meta.created_at),
-            metadata=meta.metadata,
-        ))
     heads = []
     for sid, dirty in rows.items():
         if dirty and sid in on_disk:
@@ -312,6 +304,6 @@ def _info(row: Any) -> SessionInfo:
     sid, epoch, title, agent, head, state, created, updated, metadata = row
     return SessionInfo(
         session_id=sid, epoch=epoch, title=title, agent=agent, head_seq=head,
-        agent_state=state, created_at=created, updated_at=updated,
+        agent_state=AgentState.parse(state), created_at=created, updated_at=updated,
         metadata=orjson.loads(metadata),
     )

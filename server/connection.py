@@ -15,40 +15,25 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from server.auth import Principal
 from server.metrics import Metrics
-from server.protocol import CloseCode, Role
-from server.sessions import PAGE_BYTES, Source, Subscription
+from server.protocol import CloseCode
+from server.sessions import PAGE_BYTES, Subscription
+from server.sources import Source
+from server.tasks import TaskSet
 
 log = logging.getLogger("axtui.connection")
 
 CLOSE_GRACE = 10.0  # seconds a cut-off client gets to read what is pending
 WRITE_AHEAD = 64 * 1024  # bytes written into a socket's buffer before waiting for it
 ON_BEHALF_CACHE = 256  # encoded sources kept per connection for onBehalfOf names
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller: a token's name and role.
-
-    An agent's principal (``kind="agent"``, minted by the hub for one agent process) is
-    confined to its own ``session`` and to :data:`AGENT_METHODS`.
-    """
-
-    name: str
-    role: Role
-    kind: str = "client"
-    session: str | None = None
-
-    def to_json(self) -> dict[str, str]:
-        """The wire form."""
-        return {"name": self.name, "role": self.role.label}
 
 
 _last_framed: tuple[bytes, bytes] = (b"", b"\x81\x00")
@@ -93,10 +78,10 @@ class ClientConnection:
         self.client_kind = "unknown"
         self.auth_failures = 0
         self.subscriptions: dict[str, Subscription] = {}
-        self.watching = False
-        self.tasks: set[asyncio.Task[Any]] = set()
-        # Publishes answered from their commit's future, with no task (see Hub._on_message):
-        # with ``tasks``, what counts against ``hub.max_inflight`` and what stop() waits for.
+        self.tasks = TaskSet(log, "a client connection")
+        # Requests answered from a future, with no task (a publish to an open session: see
+        # server.methods): with ``tasks``, what counts against ``hub.max_inflight`` and
+        # what the hub's stop() waits for.
         self.publishes: set[asyncio.Future[Any]] = set()
         self.closing = False
         self._frames: deque[bytes] = deque()
@@ -257,9 +242,7 @@ class ClientConnection:
             return
         self.closing = True
         self._room.set()
-        task = asyncio.create_task(self._close_after_pending(code, reason))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(self._close_after_pending(code, reason), name="close")
 
     async def _close_after_pending(self, code: int, reason: str) -> None:
         try:
@@ -297,9 +280,7 @@ class ClientConnection:
         if self._backlog is not None:
             self._backlog.cancel()
         self._gone()
-        for task in list(self.tasks):
-            if not task.done():
-                task.cancel()
+        self.tasks.cancel_all()
 
     async def wait_sent(self) -> None:
         """Wait until every queued frame is written (or the connection is gone)."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import orjson
+
+from server.sources import Source
 
 Json = dict[str, Any]
 
@@ -38,6 +39,14 @@ class AgentState(enum.StrEnum):
     RUNNING = "running"
     WAITING = "waiting"
     FAILED = "failed"
+
+    @classmethod
+    def parse(cls, text: str) -> AgentState:
+        """The state named ``text``; an unknown name (a newer hub's) reads as ``none``."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.NONE
 
     @property
     def active(self) -> bool:
@@ -64,97 +73,6 @@ class TurnFailure(enum.StrEnum):
     INTERRUPTED = "interrupted"
     TIMEOUT = "timeout"
     ERROR = "error"
-
-
-# --- who an event comes from ---------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Who an event comes from (the ``source`` object); ``principal`` is set when a client
-    published on behalf of someone (``name``), and is then the token's own name."""
-
-    kind: str
-    name: str
-    client: str | None = None
-    principal: str | None = None
-
-    def to_json(self) -> bytes:
-        """The encoded ``source`` object."""
-        obj: Json = {"kind": self.kind, "name": self.name}
-        if self.client is not None:
-            obj["client"] = self.client
-        if self.principal is not None:
-            obj["principal"] = self.principal
-        return orjson.dumps(obj)
-
-    @classmethod
-    def from_json(cls, obj: object) -> Source:
-        """Read a ``source`` object (anything that is not one reads as an unknown author)."""
-        if not isinstance(obj, Mapping):
-            return UNKNOWN_SOURCE
-        kind = _str(obj.get("kind")) or "?"
-        client = obj.get("client")
-        principal = obj.get("principal")
-        return cls(kind, _str(obj.get("name")) or kind,
-                   client if isinstance(client, str) and client else None,
-                   principal if isinstance(principal, str) and principal else None)
-
-    @property
-    def via(self) -> str:
-        """The client kind it came through (``tui``, ``slack``), else its kind (``agent``)."""
-        return self.client or self.kind
-
-    def label(self, via: str = " via ") -> str:
-        """Who, for people: ``alice via slack``, ``demo`` (an agent) or ``hub``; ``via`` is
-        what joins a client's name to its client kind (``"/"`` in narrow columns)."""
-        return f"{self.name}{via}{self.client}" if self.client else self.name
-
-
-HUB_SOURCE = Source("hub", "hub")
-UNKNOWN_SOURCE = Source("?", "?")
-
-
-# --- type patterns -------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class TypePattern:
-    """An event type pattern: ``*`` matches any run of characters, nothing else is special
-    (``wake_on``, ``session/history``'s ``types``, ``--types``, the inspector's filter)."""
-
-    text: str
-    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        regex = ".*".join(map(re.escape, self.text.split("*")))
-        object.__setattr__(self, "_regex", re.compile(regex, re.DOTALL))
-
-    def matches(self, event_type: str) -> bool:
-        """Whether ``event_type`` matches the whole pattern."""
-        return self._regex.fullmatch(event_type) is not None
-
-    @property
-    def sqlite_glob(self) -> str:
-        """The same pattern as an SQLite ``GLOB`` (where ``?`` and ``[`` are special too)."""
-        return "".join({"?": "[?]", "[": "[[]"}.get(c, c) for c in self.text)
-
-
-@dataclass(frozen=True, slots=True)
-class TypeFilter:
-    """Any of several patterns; with none, every type matches."""
-
-    patterns: tuple[TypePattern, ...] = ()
-
-    @classmethod
-    def of(cls, patterns: Iterable[str] | None) -> TypeFilter:
-        """A filter from pattern strings (``None`` or empty: everything)."""
-        return cls(tuple(TypePattern(p) for p in patterns or ()))
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def matches(self, event_type: str) -> bool:
-        """Whether ``event_type`` matches one of the patterns (or there are none)."""
-        return not self.patterns or any(p.matches(event_type) for p in self.patterns)
 
 
 # --- lenient field readers -----------------------------------------------------------------
@@ -222,7 +140,7 @@ class SessionCreated(EventData):
     metadata: Json = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("title")), _opt_str(data.get("agent")),
                    _dict(data.get("metadata")))
 
@@ -237,11 +155,11 @@ class SessionForked(EventData):
     agent: str | None = None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("fromSessionId")), _int(data.get("atSeq")) or 0,
                    _opt_str(data.get("agent")))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return _omit_none(fromSessionId=self.from_session_id, atSeq=self.at_seq,
                           agent=self.agent)
 
@@ -254,7 +172,7 @@ class UserMessage(EventData):
     text: str = ""
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("text")))
 
 
@@ -269,14 +187,14 @@ class AgentStatus(EventData):
     reason: str | None = None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         reason = data.get("reason")
         if reason is None and isinstance(data.get("error"), Mapping):
             reason = data["error"].get("message")
         return cls(_str(data.get("state")), _opt_str(data.get("resumeMode")),
                    _int(data.get("pid")), _opt_str(reason))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return _omit_none(state=str(self.state), resumeMode=self.resume_mode, pid=self.pid,
                           reason=self.reason)
 
@@ -291,11 +209,11 @@ class TurnStarted(EventData):
     retry_of: str | None = None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("turnId")), _int(data.get("triggerSeq")) or 0,
                    _opt_str(data.get("retryOf")))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return _omit_none(turnId=self.turn_id, triggerSeq=self.trigger_seq,
                           retryOf=self.retry_of)
 
@@ -309,7 +227,7 @@ class TurnCompleted(EventData):
     stop_reason: str = "end_turn"
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("turnId")), _str(data.get("stopReason"), "end_turn"))
 
 
@@ -323,11 +241,11 @@ class TurnFailed(EventData):
     message: str = ""
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("turnId")), _str(data.get("reason"), "error"),
                    _str(_dict(data.get("error")).get("message")))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return {"turnId": self.turn_id, "reason": str(self.reason),
                 "error": {"message": self.message}}
 
@@ -342,7 +260,7 @@ class AgentText(EventData):
     text: str = ""
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("messageId")), _str(data.get("text")))
 
 
@@ -394,14 +312,14 @@ class ToolCall(EventData):
     content: list[Json] | None = None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         content = data.get("content")
         return cls(_str(data.get("toolCallId")), _opt_str(data.get("title")),
                    _opt_str(data.get("kind")), _opt_str(data.get("status")),
                    data.get("input"), "input" in data,
                    _dicts(content) if isinstance(content, list) else None)
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         out = _omit_none(toolCallId=self.tool_call_id, title=self.title, kind=self.kind,
                          status=self.status)
         if self.has_input:
@@ -438,14 +356,14 @@ class Plan(EventData):
     entries: tuple[PlanEntry, ...] = ()
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(tuple(
             PlanEntry(_str(e.get("content")), _str(e.get("priority")),
                       _str(e.get("status"), "pending"))
             for e in _dicts(data.get("entries"))
         ))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return {"entries": [dataclasses.asdict(e) for e in self.entries]}
 
 
@@ -472,13 +390,13 @@ class PermissionRequest(EventData):
     options: tuple[PermissionOption, ...] = ()
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_str(data.get("requestId")), _dict(data.get("toolCall")), tuple(
             PermissionOption(_str(o.get("optionId")), _str(o.get("name")), _str(o.get("kind")))
             for o in _dicts(data.get("options"))
         ))
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return {"requestId": self.request_id, "toolCall": self.tool_call,
                 "options": [o.to_json() for o in self.options]}
 
@@ -514,11 +432,11 @@ class PermissionResponse(EventData):
         return self.option_id is None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         option = None if data.get("outcome") == "cancelled" else _opt_str(data.get("optionId"))
         return cls(_str(data.get("requestId")), option)
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         if self.option_id is None:
             return {"requestId": self.request_id, "outcome": "cancelled"}
         return {"requestId": self.request_id, "optionId": self.option_id}
@@ -530,6 +448,10 @@ class Statement:
 
     sql: str = ""
     params: list[Any] | Json | None = None
+
+    def to_json(self) -> Json:
+        """The wire form (``params`` only when there are some, as clients send it)."""
+        return _omit_none(sql=self.sql, params=self.params)
 
 
 def _statements(value: object) -> tuple[Statement, ...]:
@@ -549,8 +471,11 @@ class StateChanged(EventData):
     changes: int | None = None
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(_statements(data.get("statements")), _int(data.get("changes")))
+
+    def to_json(self) -> Json:
+        return {"statements": [s.to_json() for s in self.statements], "changes": self.changes}
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,10 +486,10 @@ class Custom(EventData):
     fields: Json = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Json) -> Self:  # noqa: D102
+    def from_json(cls, data: Json) -> Self:
         return cls(data)
 
-    def to_json(self) -> Json:  # noqa: D102
+    def to_json(self) -> Json:
         return self.fields
 
 
@@ -578,9 +503,12 @@ SHAPE_OF: dict[str, type[EventData]] = {t: shape for shape in SHAPES for t in sh
 
 # --- events --------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One event of a session's log, parsed; ``raw`` is the object as the hub sent it."""
+    """One event of a session's log, parsed; ``raw`` is the object as the hub sent it.
+
+    Read-only by convention: not frozen, since a frozen dataclass's ``__init__`` costs
+    more than the parsing itself, and a TUI parses every event it shows."""
 
     seq: int
     ts: int
@@ -615,6 +543,12 @@ def parse_event(obj: Mapping[str, Any]) -> Event:
         idempotency_key=_opt_str(raw.get("idempotencyKey")),
         state=_statements(raw.get("state")), raw=raw,
     )
+
+
+def as_event(obj: Event | Mapping[str, Any]) -> Event:
+    """``obj`` parsed, unless it is an :class:`Event` already (for consumers that take both
+    the wire object and a parsed event)."""
+    return obj if isinstance(obj, Event) else parse_event(obj)
 
 
 def loads_event(raw: bytes | str) -> Event:

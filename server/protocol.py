@@ -34,6 +34,8 @@ from typing import Any, ClassVar, NoReturn
 
 import orjson
 
+from server.events import AgentState
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = [PROTOCOL_VERSION]
 
@@ -216,7 +218,6 @@ MAX_IDEMPOTENCY_KEY_LEN = 128
 MAX_DISPLAY_NAME_LEN = 64  # onBehalfOf
 RESERVED_PREFIXES = ("agent.", "turn.", "tool.", "session.", "hub.")
 RESERVED_TYPES = frozenset({"plan", "permission.request", "state.changed"})
-AGENT_STATES = ("none", "suspended", "starting", "idle", "running", "waiting", "failed")
 
 
 def check_session_id(value: object, name: str = "sessionId") -> str:
@@ -530,7 +531,7 @@ class SessionInfo:
     title: str = ""
     agent: str | None = None
     head_seq: int = 0
-    agent_state: str = "none"
+    agent_state: AgentState = AgentState.NONE
     created_at: int = 0
     updated_at: int = 0
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -548,13 +549,3 @@ class SessionInfo:
             "updatedAt": self.updated_at,
             "metadata": self.metadata,
         }
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> SessionInfo:
-        """Parse the wire form (used by clients)."""
-        return cls(
-            session_id=obj["sessionId"], epoch=obj["epoch"], title=obj.get("title") or "",
-            agent=obj.get("agent"), head_seq=obj.get("headSeq", 0),
-            agent_state=obj.get("agentState", "none"), created_at=obj.get("createdAt", 0),
-            updated_at=obj.get("updatedAt", 0), metadata=obj.get("metadata") or {},
-        )

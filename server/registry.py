@@ -24,15 +24,25 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
+from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
 from server.sessionfile import SessionMeta, remove_files
-from server.sessions import Observer, Session, Source
-from server.sessiondb import PendingEvent, CommitResult, SessionDatabase, release_freed_memory
+from server.sessions import Session
+from server.sources import Source
+from server.sqliteio import release_freed_memory
 
 log = logging.getLogger("axtui.sessions")
 
 
 class SessionRegistry:
-    """All sessions: the catalog, the open ones, creating, forking, deleting, closing."""
+    """All sessions: the catalog, the open ones, creating, forking, deleting, closing.
+
+    It is the :class:`server.sessions.SessionHost` of every open session, and tells what
+    happens to sessions through three lists of callbacks, filled by the wiring
+    (:func:`server.wiring.build_hub`): ``on_committed`` (a session, its newly committed
+    ``(seq, raw)`` events; called before anything else can run), ``on_changed`` (a
+    session's description, after its head, agent state, title or metadata changed) and
+    ``on_deleted`` (a deleted session's id).
+    """
 
     def __init__(
         self,
@@ -45,9 +55,14 @@ class SessionRegistry:
         self.catalog = catalog
         self.agents = agents
         self.metrics = metrics
-        self.observers: list[Observer] = []
+        self.on_committed: list[Callable[[Session, list[tuple[int, bytes]]], None]] = []
+        self.on_changed: list[Callable[[SessionInfo], None]] = []
+        self.on_deleted: list[Callable[[str], None]] = []
         self.open: dict[str, Session] = {}
         self._opening: dict[str, asyncio.Future[Session]] = {}
+        # Sessions being closed, with a future done once the catalog has their last head:
+        # until then they are described from memory and not opened again.
+        self._closing: dict[str, tuple[Session, asyncio.Future[None]]] = {}
         self._reserved: set[str] = set()  # ids being created right now
         self._deleting: set[str] = set()  # ids being deleted right now: never reopened
         self._janitor: asyncio.Task[None] | None = None
@@ -59,10 +74,20 @@ class SessionRegistry:
         """Start closing idle sessions in the background."""
         self._janitor = asyncio.create_task(self._close_idle_loop(), name="session janitor")
 
+    @property
+    def max_queue(self) -> int:
+        """How many events may wait for a commit in one session (``hub.max_queue``)."""
+        return self.config.max_queue
+
+    def committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
+        """Tell ``on_committed`` of events just committed to ``session``."""
+        for callback in self.on_committed:
+            callback(session, events)
+
     def changed(self, session: Session) -> None:
-        """Tell the observers that ``session`` changed."""
-        for obs in self.observers:
-            obs.session_changed(session.info)
+        """Tell ``on_changed`` that ``session`` changed."""
+        for callback in self.on_changed:
+            callback(session.info)
 
     # --- lookup ----------------------------------------------------------------------------
 
@@ -100,6 +125,9 @@ class SessionRegistry:
             del self._opening[session_id]
 
     async def _open(self, session_id: str) -> Session:
+        closing = self._closing.get(session_id)
+        if closing is not None:  # one writer per file: let the old one finish first
+            await asyncio.shield(closing[1])
         info = await self.catalog.get(session_id)
         if info is None:
             raise not_found(session_id)
@@ -119,7 +147,7 @@ class SessionRegistry:
         """A session's description without opening it."""
         if session_id in self._deleting:
             raise not_found(session_id)
-        session = self.open.get(session_id)
+        session = self._described(session_id)
         if session is not None:
             return session.info
         info = await self.catalog.get(session_id)
@@ -136,8 +164,16 @@ class SessionRegistry:
             infos, next_cursor = await self.catalog.list(limit, cursor, agent)
         except ValueError as exc:
             raise InvalidParams(str(exc), {"param": "cursor"}) from None
-        return [self.open[i.session_id].info if i.session_id in self.open else i
+        return [s.info if (s := self._described(i.session_id)) else i
                 for i in infos], next_cursor
+
+    def _described(self, session_id: str) -> Session | None:
+        """The session whose info in memory is newer than the catalog's: an open one, or
+        one being closed."""
+        session = self.open.get(session_id)
+        if session is None and session_id in self._closing:
+            session = self._closing[session_id][0]
+        return session
 
     def persist_soon(self) -> None:
         """Write changed sessions into the catalog shortly (agent states must survive a crash)."""
@@ -224,7 +260,7 @@ class SessionRegistry:
                            agent or om.agent, dict(om.metadata), protocol.now_ms())
 
         async def fill(db: SessionDatabase) -> None:
-            await origin.db.copy_into(db, at)
+            await db.copy_from(origin.db, at)
             fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
             forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
             if agent is not None:
@@ -275,8 +311,7 @@ class SessionRegistry:
 
         async def fill(db: SessionDatabase) -> None:
             # The same copy a fork makes, fed from the recorded events.
-            recorded: Any = _Recorded(events)
-            await SessionDatabase.copy_into(recorded, db, len(events))
+            await db.copy_from(_Recorded(events), len(events))
 
         return await self._write_new(meta, fill, lambda message: InvalidParams(
             f"the recorded events cannot be imported: {message}"))
@@ -309,12 +344,7 @@ class SessionRegistry:
         self.metrics.events_appended += 1  # session.created or session.forked
         meta = db.meta
         db.sql_timeout = self.config.query_timeout
-        info = SessionInfo(
-            session_id=meta.session_id, epoch=meta.epoch, title=meta.title, agent=meta.agent,
-            head_seq=db.head_seq, agent_state="suspended" if meta.agent else "none",
-            created_at=meta.created_at, updated_at=db.last_ts or meta.created_at,
-            metadata=meta.metadata,
-        )
+        info = meta.info(db.head_seq, db.last_ts)
         await self.catalog.put(info, dirty=True)
         session = Session(info, db, self)
         self.open[info.session_id] = session
@@ -334,8 +364,8 @@ class SessionRegistry:
             remove_files(self.catalog.session_path(session_id))
         finally:
             self._deleting.discard(session_id)
-        for obs in self.observers:
-            obs.session_deleted(session_id)
+        for callback in self.on_deleted:
+            callback(session_id)
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -355,8 +385,14 @@ class SessionRegistry:
     async def _close(self, session: Session) -> None:
         self.open.pop(session.id, None)
         self.metrics.sessions_open = len(self.open)
-        await session.close()
-        await self.catalog.update_heads([session.info], dirty=False)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing[session.id] = (session, done)
+        try:
+            await session.close()
+            await self.catalog.update_heads([session.info], dirty=False)
+        finally:
+            del self._closing[session.id]
+            done.set_result(None)
 
     async def _refuse_if_closing(self, db: SessionDatabase) -> None:
         if self.closing:
@@ -388,7 +424,7 @@ def _recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Recorded:
-    """Recorded events offered the way :meth:`SessionDatabase.copy_into` reads its origin."""
+    """Recorded events as an :class:`~server.sessiondb.EventSource`."""
 
     def __init__(self, events: Sequence[dict[str, Any]]) -> None:
         self.events = events

@@ -18,21 +18,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Protocol
 
 import aiosqlite
 import orjson
 
 from server import protocol
 from server.permissions import Permission, permission_row
-from server.protocol import Conflict, Forbidden, InvalidParams, NotFound, ProtocolError
+from server.protocol import Conflict, NotFound, ProtocolError
 from server.sessionfile import (
     FORMAT_VERSION,
     INSERT_EVENT,
@@ -43,13 +41,21 @@ from server.sessionfile import (
     remove_files,
 )
 from server.sqlguard import Policy, SqlGuard
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from server.sqliteio import connect, in_thread, sql_error
+from server.typepattern import TypePattern
 
 PERMISSION_TYPES = ("permission.request", "permission.response")
 INSERT_PERMISSION = "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)"
 PROGRESS_STEPS = 10_000
+
+
+class EventSource(Protocol):
+    """Where a fork or an import copies events from: a session database, or the recorded
+    events of an export."""
+
+    def iter_raw(self, up_to_seq: int) -> AsyncIterator[bytes]:
+        """Every event's JSON from seq 1 to ``up_to_seq``, in order."""
+        ...
 
 
 @dataclass(slots=True)
@@ -288,7 +294,9 @@ class SessionDatabase:
                 con.execute("ROLLBACK")
             raise
 
-    def _commit_staging(self, con: sqlite3.Connection, batch: Sequence[PendingEvent]) -> StagedBatch:
+    def _commit_staging(
+        self, con: sqlite3.Connection, batch: Sequence[PendingEvent]
+    ) -> StagedBatch:
         """Stage and commit a batch with client SQL, all in the writer's thread."""
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -450,7 +458,7 @@ class SessionDatabase:
             args.append(before_seq)
         if types:
             where.append("(" + " OR ".join("type GLOB ?" for _ in types) + ")")
-            args.extend(glob_for_sqlite(t) for t in types)
+            args.extend(TypePattern(t).sqlite_glob for t in types)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         newest = after_seq is None and before_seq is not None
         order = "DESC" if newest else "ASC"
@@ -490,25 +498,26 @@ class SessionDatabase:
         ]
         return columns, out, truncated
 
-    async def copy_into(self, target: SessionDatabase, at_seq: int) -> None:
-        """Copy events 1..``at_seq`` into ``target`` (new ids) and rebuild its state.
+    async def copy_from(self, origin: EventSource, at_seq: int) -> None:
+        """Copy ``origin``'s events 1..``at_seq`` into this new file (with new ids) and
+        rebuild the state they built (a fork; an import, from recorded events).
 
         Only statements the hub recorded are re-run: the ``statements`` of
         ``state.changed`` events and the top-level ``state`` of published events. Open
         permission requests are rebuilt too, so they can be answered in the fork.
         """
-        db = target._writer
+        db = self._writer
         assert db is not None
         perms: dict[str, Permission] = {}
         await db.execute("BEGIN IMMEDIATE")
         try:
             rows: list[tuple[Any, ...]] = []
-            async for raw in self.iter_raw(at_seq):
+            async for raw in origin.iter_raw(at_seq):
                 event = orjson.loads(raw)
                 event["id"] = protocol.new_event_id()
                 if event["type"] in PERMISSION_TYPES:
                     await db.execute(INSERT_PERMISSION, permission_row(
-                        target.permissions, event["type"], event["data"],
+                        self.permissions, event["type"], event["data"],
                         orjson.dumps(event["source"]), event["seq"], perms,
                     ))
                 stmts = event.get("state") or (
@@ -518,95 +527,19 @@ class SessionDatabase:
                     if rows:
                         await db.executemany(INSERT_EVENT, rows)
                         rows.clear()
-                    await in_thread(db, target._run_client_writes,
+                    await in_thread(db, self._run_client_writes,
                                     protocol.parse_statements(stmts, "statements"))
                 rows.append((
                     event["seq"], event["ts"], event["type"], event.get("turnId"),
                     event.get("idempotencyKey"), orjson.dumps(event),
                 ))
-                target.head_seq, target.last_ts = event["seq"], event["ts"]
+                self.head_seq, self.last_ts = event["seq"], event["ts"]
             if rows:
                 await db.executemany(INSERT_EVENT, rows)
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
-            target.head_seq = target.last_ts = 0
+            self.head_seq = self.last_ts = 0
             raise
-        target.permissions.update(perms)
-
-
-async def in_thread(
-    db: aiosqlite.Connection, fn: Callable[Concatenate[sqlite3.Connection, P], T],
-    *args: P.args, **kwargs: P.kwargs,
-) -> T:
-    """Run ``fn(con, ...)`` with ``db``'s sqlite3 connection, in ``db``'s own thread.
-
-    Each awaited aiosqlite call is a round trip to that thread; a whole transaction as one
-    function is one round trip. aiosqlite has no public call for this: its ``_execute``
-    (queue a function for the thread) and ``_conn`` (the sqlite3 connection) have been
-    there since 0.17 and are used only here.
-    """
-    con: sqlite3.Connection = db._conn
-    result: T = await db._execute(fn, con, *args, **kwargs)  # type: ignore[no-untyped-call]
-    return result
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` where there is none (musl, macOS, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-MALLOC_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Give the memory of closed sessions back to the operating system.
-
-    An open session's SQLite connections and their threads take a few hundred kB from
-    glibc's allocator, spread through its arenas. Once they are closed glibc keeps the
-    freed pages for reuse, so without this an idle hub's RSS stays near its peak (about
-    400 MB after 1,000 sessions were open, against about 100 MB after trimming).
-    ``malloc_trim`` releases the free pages; it releases the GIL while it runs.
-    """
-    if MALLOC_TRIM is not None:
-        MALLOC_TRIM(0)
-
-
-async def connect(database: str | Path, **kwargs: Any) -> aiosqlite.Connection:
-    """``aiosqlite.connect`` that cannot leak: a connection whose opener is cancelled midway
-    is closed (otherwise its thread would live on, unreachable)."""
-    opening = asyncio.ensure_future(aiosqlite.connect(database, **kwargs))
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await (await opening).close()
-        raise
-
-
-def sql_error(exc: Exception, denial: str | None, timeout: float) -> ProtocolError:
-    """The protocol error for a failed client statement."""
-    text = str(exc)
-    if isinstance(exc, OverflowError):
-        return InvalidParams("an SQL parameter is too large: integers must fit in 64 bits")
-    if denial is not None:  # the authorizer refused something in this statement
-        return Forbidden(f"SQL refused: {denial}", {"sqlite": text})
-    if isinstance(exc, sqlite3.OperationalError) and text == "interrupted":
-        return InvalidParams(f"SQL took longer than {timeout:g} s and was stopped")
-    if "readonly" in text or "read-only" in text:
-        return Forbidden(f"SQL refused: {text}", {"sqlite": text})
-    return InvalidParams(f"SQLite rejected the statement: {text}", {"sqlite": text})
-
-
-def glob_for_sqlite(pattern: str) -> str:
-    """Turn a protocol type pattern (only ``*`` is special) into an SQLite GLOB."""
-    return "".join({"?": "[?]", "[": "[[]"}.get(c, c) for c in pattern)
+        self.permissions.update(perms)

@@ -14,6 +14,9 @@ from typing import Any
 
 import orjson
 
+from server.events import AgentState
+from server.protocol import SessionInfo
+
 FORMAT_VERSION = "1"
 
 SCHEMA = """
@@ -62,6 +65,18 @@ class SessionMeta:
     metadata: dict[str, Any]
     created_at: int
 
+    def info(self, head_seq: int, last_ts: int) -> SessionInfo:
+        """The session as the protocol describes it, for a file whose head is ``head_seq``
+        (at ``last_ts``): the one conversion from a file's facts to a ``Session`` object.
+        Its agent is not running (a file alone cannot say otherwise)."""
+        return SessionInfo(
+            session_id=self.session_id, epoch=self.epoch, title=self.title, agent=self.agent,
+            head_seq=head_seq,
+            agent_state=AgentState.SUSPENDED if self.agent else AgentState.NONE,
+            created_at=self.created_at, updated_at=last_ts or self.created_at,
+            metadata=self.metadata,
+        )
+
 
 def insert_events(con: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert ``ax_events`` rows with few statements (in the writer's thread).
@@ -99,6 +114,15 @@ def read_meta(path: Path) -> SessionMeta:
         )
     except (sqlite3.Error, KeyError, ValueError) as exc:
         raise OSError(f"{path} is not an axtui session file: {exc}") from exc
+
+
+def read_info(path: Path) -> SessionInfo:
+    """A session file's description and head, read without opening it for writing."""
+    try:
+        head, ts = read_head(path)
+    except sqlite3.Error as exc:
+        raise OSError(f"{path} is not an axtui session file: {exc}") from exc
+    return read_meta(path).info(head, ts)
 
 
 def read_head(path: Path) -> tuple[int, int]:

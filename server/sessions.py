@@ -18,12 +18,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from server import protocol
+from server.events import AgentState
+from server.metrics import Metrics
 from server.protocol import (
     InternalError,
     NotFound,
@@ -31,10 +32,8 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
-from server.sessiondb import PendingEvent, CommitResult, SessionDatabase
-
-if TYPE_CHECKING:
-    from server.registry import SessionRegistry
+from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
+from server.sources import Source
 
 log = logging.getLogger("axtui.sessions")
 
@@ -84,40 +83,25 @@ class Sink(Protocol):
         """About how many bytes one notification should hold for this sink."""
 
 
-class Observer(Protocol):
-    """Told about changes to sessions (``sessions/watch``, and later the supervisor)."""
+class SessionHost(Protocol):
+    """What an open session needs from whoever holds it (the registry)."""
 
-    def session_changed(self, info: SessionInfo) -> None:
-        """A session's head, agent state, title or metadata changed."""
+    @property
+    def max_queue(self) -> int:
+        """How many events may wait for a commit in one session (``hub.max_queue``)."""
 
-    def session_deleted(self, session_id: str) -> None:
-        """A session was deleted."""
+    @property
+    def metrics(self) -> Metrics:
+        """The hub's counters."""
 
-    def events_committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
-        """Events were committed to ``session`` (called before anything else can run)."""
+    def committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
+        """``events`` were committed to ``session`` (called before anything else can run)."""
 
+    def changed(self, session: Session) -> None:
+        """The session's head, agent state, title or metadata changed."""
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Who an event comes from (the ``source`` object); ``principal`` is set when a client
-    published on behalf of someone (``name``), and is then the token's own name."""
-
-    kind: str
-    name: str
-    client: str | None = None
-    principal: str | None = None
-
-    def to_json(self) -> bytes:
-        """The encoded ``source`` object."""
-        obj: dict[str, Any] = {"kind": self.kind, "name": self.name}
-        if self.client is not None:
-            obj["client"] = self.client
-        if self.principal is not None:
-            obj["principal"] = self.principal
-        return orjson.dumps(obj)
-
-
-HUB_SOURCE = Source("hub", "hub")
+    def persist_soon(self) -> None:
+        """Write changed sessions into the catalog shortly."""
 
 
 class Subscription:
@@ -183,10 +167,10 @@ class Subscription:
 class Session:
     """An open session: its log, its single writer task, its subscribers."""
 
-    def __init__(self, info: SessionInfo, db: SessionDatabase, registry: SessionRegistry) -> None:
+    def __init__(self, info: SessionInfo, db: SessionDatabase, host: SessionHost) -> None:
         self.info = info
         self.db = db
-        self.registry = registry
+        self.host = host
         self.subscribers: set[Subscription] = set()
         self.last_used = time.monotonic()
         self.catalog_stale = False
@@ -212,8 +196,8 @@ class Session:
         """Queue an event for the next group commit; await the returned future."""
         if self.closed:
             raise NotFound(f"session {self.id} does not exist", {"sessionId": self.id})
-        if len(self._queue) >= self.registry.config.max_queue:
-            self.registry.metrics.overloaded += 1
+        if len(self._queue) >= self.host.max_queue:
+            self.host.metrics.overloaded += 1
             raise Overloaded(f"session {self.id} has too many events waiting; try again later")
         self._queue.append(item)
         self._wake.set()
@@ -221,7 +205,7 @@ class Session:
         return item.future
 
     async def _write_loop(self) -> None:
-        metrics = self.registry.metrics
+        metrics = self.host.metrics
         while not (self.closed and not self._queue):
             if not self._queue:
                 self._wake.clear()
@@ -251,7 +235,7 @@ class Session:
                 self._committed(committed)
 
     def _committed(self, committed: list[tuple[int, bytes]]) -> None:
-        """Publish a committed batch: head, tail cache, live subscribers, observers."""
+        """Publish a committed batch: head, tail cache, live subscribers, the host."""
         self.info.head_seq = committed[-1][0]
         self.info.updated_at = self.db.last_ts
         self.catalog_stale = True
@@ -261,8 +245,7 @@ class Session:
             self._tail_bytes += len(item[1])
         while len(self._tail) > TAIL_EVENTS or self._tail_bytes > TAIL_BYTES:
             self._tail_bytes -= len(self._tail.popleft()[1])
-        metrics = self.registry.metrics
-        metrics.events_appended += len(committed)
+        self.host.metrics.events_appended += len(committed)
         frames: list[tuple[bytes, int, int]] | None = None
         for sub in list(self.subscribers):
             if sub.live:
@@ -273,9 +256,8 @@ class Session:
                         for page in pages(committed, PAGE_BYTES)
                     ]
                 sub.push(frames)
-        for obs in self.registry.observers:
-            obs.events_committed(self, committed)
-        self.registry.changed(self)
+        self.host.committed(self, committed)
+        self.host.changed(self)
 
     def tail_from(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]] | None:
         """Up to a catch-up page of events from ``seq`` out of memory, or ``None``."""
@@ -304,13 +286,13 @@ class Session:
         """Append one event on the hub's (or an agent's) behalf and wait for the commit."""
         return await self.enqueue(event_type, data, source, turn_id=turn_id)
 
-    def set_agent_state(self, state: str) -> None:
+    def set_agent_state(self, state: AgentState) -> None:
         """Record the agent's state (``agentState``) and tell watchers."""
         if self.info.agent_state != state:
             self.info.agent_state = state
             self.catalog_stale = True
-            self.registry.changed(self)
-            self.registry.persist_soon()
+            self.host.changed(self)
+            self.host.persist_soon()
 
     async def close(self, *, deleted: bool = False) -> None:
         """Stop the writer (committing what is queued, unless deleted) and close the file."""

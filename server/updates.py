@@ -11,6 +11,10 @@
 
 ACP chunks carry no message id, so a message is the run of consecutive chunks of one
 kind: it is complete when an update of another kind arrives, or the turn ends.
+
+The data are built with the shapes of :mod:`server.events`, except a ``tool.update``'s:
+it carries whatever fields the agent said changed, including ones the shape does not
+name (``rawOutput``, ``locations``), so that no client loses them.
 """
 
 from __future__ import annotations
@@ -19,12 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import protocol
+from server.events import (
+    AgentMessage,
+    AgentMessageChunk,
+    AgentText,
+    AgentThought,
+    AgentThoughtChunk,
+    Plan,
+    ToolCall,
+)
 
 Event = tuple[str, dict[str, Any]]  # (type, data)
 
-CHUNK_TYPES = {
-    "agent_message_chunk": "agent.message",
-    "agent_thought_chunk": "agent.thought",
+# An ACP chunk kind: the shape of its chunks, and of the whole message.
+CHUNK_SHAPES: dict[str, tuple[type[AgentText], type[AgentText]]] = {
+    "agent_message_chunk": (AgentMessageChunk, AgentMessage),
+    "agent_thought_chunk": (AgentThoughtChunk, AgentThought),
 }
 
 
@@ -42,48 +56,47 @@ def content_text(content: Any) -> str:
 class UpdateMapper:
     """Turns one turn's updates into events, assembling messages from their chunks."""
 
-    _kind: str | None = None  # "agent.message" or "agent.thought" while one is open
+    _whole: type[AgentText] | None = None  # the shape of the open message, while one is open
     _message_id: str = ""
     _parts: list[str] = field(default_factory=list)
 
     def map(self, update: dict[str, Any]) -> list[Event]:
         """The events for one ``session/update``'s ``update`` object."""
         kind = update.get("sessionUpdate")
-        if kind in CHUNK_TYPES:
-            base = CHUNK_TYPES[kind]
-            events = self.finish() if base != self._kind else []
-            if self._kind is None:
-                self._kind, self._message_id = base, protocol.new_event_id()
+        if isinstance(kind, str) and kind in CHUNK_SHAPES:
+            chunk, whole = CHUNK_SHAPES[kind]
+            events = self.finish() if whole is not self._whole else []
+            if self._whole is None:
+                self._whole, self._message_id = whole, protocol.new_event_id()
             text = content_text(update.get("content"))
             self._parts.append(text)
-            events.append((f"{base}.chunk", {"messageId": self._message_id, "text": text}))
+            events.append(_event(chunk(self._message_id, text)))
             return events
         events = self.finish()
         if kind == "tool_call":
-            data = {
-                "toolCallId": update.get("toolCallId"),
-                "title": update.get("title", ""),
-                "kind": update.get("kind", "other"),
-                "status": update.get("status", "pending"),
-            }
+            call_id: Any = update.get("toolCallId")  # as the agent sent it
+            events.append(("tool.call", ToolCall(
+                call_id, update.get("title", ""), update.get("kind", "other"),
+                update.get("status", "pending"), update.get("rawInput"), "rawInput" in update,
+                update.get("content"),
+            ).to_json()))
+        elif kind == "tool_call_update":
+            data = {k: v for k, v in update.items() if k not in ("sessionUpdate", "rawInput")}
             if "rawInput" in update:
                 data["input"] = update["rawInput"]
-            if "content" in update:
-                data["content"] = update["content"]
-            events.append(("tool.call", data))
-        elif kind == "tool_call_update":
-            data = {k: v for k, v in update.items() if k != "sessionUpdate"}
-            if "rawInput" in data:
-                data["input"] = data.pop("rawInput")
             events.append(("tool.update", data))
         elif kind == "plan":
-            events.append(("plan", {"entries": update.get("entries", [])}))
+            events.append(_event(Plan.from_json({"entries": update.get("entries")})))
         return events
 
     def finish(self) -> list[Event]:
         """Close the open message, if any: its whole text as one event."""
-        if self._kind is None:
+        if self._whole is None:
             return []
-        event = (self._kind, {"messageId": self._message_id, "text": "".join(self._parts)})
-        self._kind, self._parts = None, []
+        event = _event(self._whole(self._message_id, "".join(self._parts)))
+        self._whole, self._parts = None, []
         return [event]
+
+
+def _event(data: AgentText | Plan) -> Event:
+    return data.TYPES[0], data.to_json()

@@ -17,6 +17,7 @@ from axtui.client import HubClient
 from server.config import AgentConfig, Config, TokenConfig, load_config
 from server.hub import Hub
 from server.protocol import Role
+from server.wiring import build_hub
 
 TOKENS = {
     "viewer-token": ("vera", Role.VIEWER),
@@ -51,7 +52,8 @@ async def hub_factory(tmp_path: Path) -> AsyncIterator[HubFactory]:
 
     async def start(data_dir: Path | None = None, config: Config | None = None,
                     **kwargs: Any) -> Hub:
-        hub = Hub(config or make_config(data_dir or tmp_path / f"hub{next(counter)}", **kwargs))
+        config = config or make_config(data_dir or tmp_path / f"hub{next(counter)}", **kwargs)
+        hub = build_hub(config)
         await hub.start()
         hubs.append(hub)
         return hub

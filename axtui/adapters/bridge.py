@@ -16,20 +16,21 @@ from collections.abc import Callable
 from typing import Any
 
 from axtui.adapters.outbox import DeliveryError, Outbox, ResumePoint, Surface
-from axtui.adapters.view import MAX_CHARS, Event, SessionView
+from axtui.adapters.view import MAX_CHARS, OwnRef, SessionView
+from axtui.backoff import Backoff
 from axtui.client import HubClient, HubUnavailable, Subscription
 from server.protocol import CannotResume, NotFound, ProtocolError
 
 log = logging.getLogger("axtui.adapters")
 
-MAX_BACKOFF = 30.0
+RETRY_AFTER, MAX_BACKOFF = 0.5, 30.0  # seconds before retrying a failed attach or delivery
 
 
 class SessionBridge:
     """Keeps one session's thread up to date until cancelled or the session is deleted."""
 
     def __init__(self, hub: HubClient, session_id: str, surface: Surface,
-                 own_ref: Callable[[Event], str | None], *, edit_interval: float = 1.0,
+                 own_ref: OwnRef, *, edit_interval: float = 1.0,
                  max_chars: int = MAX_CHARS) -> None:
         self.hub = hub
         self.session_id = session_id
@@ -42,7 +43,7 @@ class SessionBridge:
     async def run(self) -> None:
         """Attach and follow; start over (re-reading the thread) if the session was
         re-created, stop when it is deleted or the hub client closes."""
-        backoff = 0.5
+        backoff = Backoff(RETRY_AFTER, MAX_BACKOFF)
         while True:
             try:
                 await self._attach_and_follow()
@@ -52,9 +53,9 @@ class SessionBridge:
             except (NotFound, StopAsyncIteration, HubUnavailable):
                 return
             except (DeliveryError, ProtocolError, ConnectionError) as exc:
-                log.warning("session %s: %s; retrying in %.1f s", self.session_id, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+                delay = backoff.next()
+                log.warning("session %s: %s; retrying in %.1f s", self.session_id, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _resume_point(self, epoch: str) -> tuple[SessionView, Outbox, ResumePoint]:
         posted = [p for p in await self.surface.read_marks()
@@ -86,7 +87,7 @@ class SessionBridge:
     async def _follow(self, sub: Subscription, view: SessionView, outbox: Outbox) -> None:
         getter: asyncio.Future[list[dict[str, Any]]] | None = None
         delay: float | None = None
-        backoff = 0.5
+        backoff = Backoff(RETRY_AFTER, MAX_BACKOFF)
         try:
             while True:
                 if getter is None:
@@ -98,11 +99,11 @@ class SessionBridge:
                         view.apply(event)
                 try:
                     delay = await outbox.flush()
-                    backoff = 0.5
+                    backoff.reset()
                 except DeliveryError as exc:
+                    delay = backoff.next()
                     log.warning("session %s: %s; retrying in %.1f s", self.session_id, exc,
-                                backoff)
-                    delay, backoff = backoff, min(MAX_BACKOFF, backoff * 2)
+                                delay)
         finally:
             if getter is not None:
                 getter.cancel()
@@ -128,11 +129,6 @@ class Bridges:
             return False
         self._tasks[sid] = asyncio.create_task(self._run(bridge), name=f"bridge {sid}")
         return True
-
-    def get(self, session_id: str) -> bool:
-        """Whether the session's bridge is running."""
-        task = self._tasks.get(session_id)
-        return task is not None and not task.done()
 
     async def _run(self, bridge: SessionBridge) -> None:
         try:

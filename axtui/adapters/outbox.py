@@ -149,11 +149,6 @@ class Outbox:
                 self._dirty[key] = None
         self._reactions.update(self.view.take_reactions())
 
-    def pending(self) -> bool:
-        """Whether anything is waiting to be sent."""
-        self._collect()
-        return bool(self._queue or self._dirty or self._reactions)
-
     async def flush(self) -> float | None:
         """Send what is due: posts in order, then reactions, then at most one edit.
 

@@ -14,13 +14,28 @@ otherwise the item the adapter posted for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.events import (
+    AgentStatus,
+    AgentText,
+    Event,
+    Json,
+    PermissionRequest,
+    PermissionResponse,
+    Plan,
+    ToolCall,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    UserMessage,
+    as_event,
+)
 from server.protocol import is_reserved_type
 
-Event = dict[str, Any]
+OwnRef = Callable[[Json], str | None]  # the platform id of an event's message, if ours
 Target = tuple[str, str]  # ("ref", platform message id) or ("item", item key)
 
 MAX_CHARS = 3500  # an agent message continues in a new chat message past this length
@@ -84,27 +99,18 @@ def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
     return parts
 
 
-def who(event: Event) -> tuple[str, str]:
-    """(name, client) of the event's author: ``source.name``, which is the person when a
-    bridge published on their behalf (``onBehalfOf``)."""
-    source = event.get("source") or {}
-    name = str(source.get("name", "?"))
-    client = str(source.get("client") or source.get("kind") or "?")
-    return name, client
-
-
 class SessionView:
     """Applies a session's events, in seq order, to its items and reactions.
 
-    ``own_ref(event)`` returns the platform's id of the message an event came from when
-    this adapter published it (it is already in the thread), else ``None``. After
+    ``own_ref(event)`` (given the event as the hub sent it) returns the platform's id of
+    the message an event came from when this adapter published it (it is already in the
+    thread), else ``None``. After
     :meth:`apply`, :meth:`take_new` gives the keys of items to post (in order),
     :meth:`take_changed` the keys whose content or ``done`` may have changed, and
     :meth:`take_reactions` the reactions to set or clear.
     """
 
-    def __init__(self, session_id: str, own_ref: Callable[[Event], str | None],
-                 max_chars: int = MAX_CHARS) -> None:
+    def __init__(self, session_id: str, own_ref: OwnRef, max_chars: int = MAX_CHARS) -> None:
         self.session_id = session_id
         self.own_ref = own_ref
         self.max_chars = max_chars
@@ -141,22 +147,21 @@ class SessionView:
 
     # --- applying events --------------------------------------------------------------------
 
-    def apply(self, event: Event) -> None:
-        """Apply one event (events must come in seq order, each once)."""
-        seq = int(event["seq"])
-        if seq <= self.applied:
+    def apply(self, event: Event | Mapping[str, Any]) -> None:
+        """Apply one event, parsed or as the hub sent it (events must come in seq order,
+        each once)."""
+        event = as_event(event)
+        if event.seq <= self.applied:
             return
-        self.applied = seq
-        kind = str(event.get("type", ""))
-        data = event.get("data") or {}
-        handler = _HANDLERS.get(kind)
+        self.applied = event.seq
+        handler = _HANDLERS.get(event.type)
         if handler is not None:
-            handler(self, seq, event, data)
-        elif not is_reserved_type(kind) and kind not in _QUIET:
-            name, client = who(event)
+            handler(self, event, event.data)
+        elif not is_reserved_type(event.type) and event.type not in _QUIET:
             self._status = None
-            self._add(Item(f"event:{seq}", "notice", seq, seq, done=True, body={
-                "type": kind, "name": name, "client": client, "data": data}))
+            self._add(Item(f"event:{event.seq}", "notice", event.seq, event.seq, done=True,
+                           body={"type": event.type, "name": event.source.name,
+                                 "client": event.source.via, "data": event.fields}))
 
     def _add(self, item: Item) -> Item:
         self.items[item.key] = item
@@ -170,44 +175,52 @@ class SessionView:
         if target is not None:
             self._reactions[(target, reaction)] = on
 
-    def _user_message(self, seq: int, event: Event, data: dict[str, Any]) -> None:
+    def _user_message(self, event: Event, data: UserMessage) -> None:
         self._status = None
-        ref = self.own_ref(event)
+        ref = self.own_ref(event.raw)
         if ref is not None:
             target: Target = ("ref", ref)
         else:
-            name, client = who(event)
-            item = self._add(Item(f"user:{seq}", "user", seq, seq, done=True, body={
-                "text": str(data.get("text", "")), "name": name, "client": client}))
+            item = self._add(Item(f"user:{event.seq}", "user", event.seq, event.seq, done=True,
+                                  body={"text": data.text, "name": event.source.name,
+                                        "client": event.source.via}))
             target = ("item", item.key)
-        self._triggers[seq] = target
+        self._triggers[event.seq] = target
         self._last_trigger = target
 
-    def _turn_started(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        target = self._triggers.get(int(data.get("triggerSeq") or 0))
-        self._turns[str(data.get("turnId"))] = target
+    def _turn_started(self, event: Event, data: TurnStarted) -> None:
+        target = self._triggers.get(data.trigger_seq)
+        self._turns[data.turn_id] = target
         self._react(self._suspended_on, SUSPENDED, False)
         self._suspended_on = None
         self._last_turn_target = target
         self._react(target, WORKING, True)
 
-    def _turn_ended(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        turn_id = str(data.get("turnId"))
+    def _turn_completed(self, event: Event, data: TurnCompleted) -> None:
+        target = self._turn_ending(data.turn_id)
+        if data.stop_reason != "end_turn":
+            self._add(Item(f"stop:{data.turn_id}", "notice", event.seq, event.seq, done=True,
+                           turn_id=data.turn_id, body={"stopReason": data.stop_reason}))
+        self._react(target, DONE, True)
+        self._turn_ended(data.turn_id)
+
+    def _turn_failed(self, event: Event, data: TurnFailed) -> None:
+        target = self._turn_ending(data.turn_id)
+        self._add(Item(f"fail:{data.turn_id}", "failure", event.seq, event.seq, done=True,
+                       turn_id=data.turn_id,
+                       body={"reason": data.reason, "message": data.message}))
+        self._react(target, FAILED, True)
+        self._turn_ended(data.turn_id)
+
+    def _turn_ending(self, turn_id: str) -> Target | None:
+        """The turn's trigger, no longer working; the status block is closed."""
         target = self._turns.pop(turn_id, None)
         self._react(target, WORKING, False)
         self._status = None
-        if event["type"] == "turn.failed":
-            error = (data.get("error") or {}).get("message") or ""
-            self._add(Item(f"fail:{turn_id}", "failure", seq, seq, done=True, turn_id=turn_id,
-                           body={"reason": str(data.get("reason", "error")),
-                                 "message": str(error)}))
-            self._react(target, FAILED, True)
-        else:
-            stop = str(data.get("stopReason", "end_turn"))
-            if stop != "end_turn":
-                self._add(Item(f"stop:{turn_id}", "notice", seq, seq, done=True,
-                               turn_id=turn_id, body={"stopReason": stop}))
-            self._react(target, DONE, True)
+        return target
+
+    def _turn_ended(self, turn_id: str) -> None:
+        """Nothing of the turn changes any more: its items and streams are done."""
         for item in self.items.values():
             if item.turn_id == turn_id and not item.done:
                 item.done = True
@@ -216,30 +229,29 @@ class SessionView:
             if stream.turn_id == turn_id:
                 stream.done = True
 
-    def _agent_status(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        state = data.get("state")
-        if state == "failed":
-            self._add(Item(f"agent-failed:{seq}", "failure", seq, seq, done=True, body={
-                "reason": "the agent could not be started",
-                "message": str(data.get("reason", ""))}))
+    def _agent_status(self, event: Event, data: AgentStatus) -> None:
+        if data.state == "failed":
+            self._add(Item(f"agent-failed:{event.seq}", "failure", event.seq, event.seq,
+                           done=True, body={"reason": "the agent could not be started",
+                                            "message": data.reason or ""}))
             self._react(self._last_trigger, FAILED, True)
-        elif state == "suspended" and self._last_turn_target is not None:
+        elif data.state == "suspended" and self._last_turn_target is not None:
             self._suspended_on = self._last_turn_target
             self._react(self._suspended_on, SUSPENDED, True)
 
-    def _message(self, seq: int, event: Event, data: dict[str, Any]) -> None:
+    def _message(self, event: Event, data: AgentText) -> None:
+        """A chunk of an agent's message, or the whole of it."""
         self._status = None
-        message_id = str(data.get("messageId"))
-        stream = self._streams.get(message_id)
+        stream = self._streams.get(data.message_id)
         if stream is None:
-            stream = self._streams[message_id] = _Stream(message_id, seq, event.get("turnId"))
+            stream = self._streams[data.message_id] = _Stream(data.message_id, event.seq,
+                                                               event.turn_id)
         if stream.done:
             return
-        if event["type"] == "agent.message":
-            stream.text, stream.done = str(data.get("text", "")), True
+        if data.complete:
+            stream.text, stream.done = data.text, True
         else:
-            stream.text += str(data.get("text", ""))
-        name = str((event.get("source") or {}).get("name", "agent"))
+            stream.text += data.text
         for index, text in enumerate(split_text(stream.text, self.max_chars)):
             if index < len(stream.parts):
                 item = self.items[stream.parts[index]]
@@ -247,9 +259,9 @@ class SessionView:
                     item.body["text"] = text
                     self._touch(item)
             else:
-                item = self._add(Item(f"msg:{message_id}:{index}", "agent", seq, stream.first,
-                                      turn_id=stream.turn_id, body={"text": text,
-                                                                     "agent": name}))
+                item = self._add(Item(f"msg:{data.message_id}:{index}", "agent", event.seq,
+                                      stream.first, turn_id=stream.turn_id,
+                                      body={"text": text, "agent": event.source.name}))
                 stream.parts.append(item.key)
         for index, key in enumerate(stream.parts):
             item = self.items[key]
@@ -258,75 +270,67 @@ class SessionView:
                 item.done = True
                 self._touch(item)
 
-    def _status_block(self, seq: int, event: Event) -> Item:
+    def _status_block(self, event: Event) -> Item:
         block = self.items.get(self._status) if self._status else None
         if block is None:
-            block = self._add(Item(f"status:{seq}", "status", seq, seq,
-                                   turn_id=event.get("turnId"),
-                                   body={"tools": [], "plan": None}))
+            block = self._add(Item(f"status:{event.seq}", "status", event.seq, event.seq,
+                                   turn_id=event.turn_id, body={"tools": [], "plan": None}))
             self._status = block.key
         return block
 
-    def _tool_call(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        block = self._status_block(seq, event)
-        call_id = str(data.get("toolCallId"))
-        block.body["tools"].append({"id": call_id, "title": str(data.get("title", "")),
-                                    "kind": str(data.get("kind", "other")),
-                                    "status": str(data.get("status", "pending"))})
-        self._tool_block[call_id] = block.key
+    def _tool_call(self, event: Event, data: ToolCall) -> None:
+        block = self._status_block(event)
+        block.body["tools"].append({"id": data.tool_call_id, "title": data.title or "",
+                                    "kind": data.kind or "other",
+                                    "status": data.status or "pending"})
+        self._tool_block[data.tool_call_id] = block.key
         self._touch(block)
 
-    def _tool_update(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        call_id = str(data.get("toolCallId"))
-        block = self.items.get(self._tool_block.get(call_id, ""))
+    def _tool_update(self, event: Event, data: ToolCall) -> None:
+        block = self.items.get(self._tool_block.get(data.tool_call_id, ""))
         if block is None or block.done:
             return  # a tool call from before the part of the log this view has seen
+        changed = {"title": data.title, "status": data.status, "kind": data.kind}
         for tool in block.body["tools"]:
-            if tool["id"] == call_id:
-                tool.update({k: str(data[k]) for k in ("title", "status", "kind") if k in data})
+            if tool["id"] == data.tool_call_id:
+                tool.update({k: v for k, v in changed.items() if v is not None})
         self._touch(block)
 
-    def _plan(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        block = self._status_block(seq, event)
-        block.body["plan"] = [
-            {"content": str(e.get("content", "")), "status": str(e.get("status", "pending"))}
-            for e in data.get("entries", []) if isinstance(e, dict)]
+    def _plan(self, event: Event, data: Plan) -> None:
+        block = self._status_block(event)
+        block.body["plan"] = [{"content": e.content, "status": e.status} for e in data.entries]
         self._touch(block)
 
-    def _permission_request(self, seq: int, event: Event, data: dict[str, Any]) -> None:
+    def _permission_request(self, event: Event, data: PermissionRequest) -> None:
         self._status = None
-        request_id = str(data.get("requestId"))
-        tool = data.get("toolCall") or {}
-        self._add(Item(f"perm:{request_id}", "permission", seq, seq, turn_id=event.get("turnId"),
-                       body={"requestId": request_id, "title": str(tool.get("title", "")),
-                             "kind": str(tool.get("kind", "other")),
-                             "options": [{"optionId": str(o.get("optionId")),
-                                          "name": str(o.get("name", o.get("optionId"))),
-                                          "kind": str(o.get("kind", ""))}
-                                         for o in data.get("options", [])
-                                         if isinstance(o, dict)],
-                             "answer": None}))
+        self._add(Item(f"perm:{data.request_id}", "permission", event.seq, event.seq,
+                       turn_id=event.turn_id, body={
+                           "requestId": data.request_id, "title": data.title,
+                           "kind": data.tool_kind or "other",
+                           "options": [{"optionId": o.option_id, "name": o.name or o.option_id,
+                                        "kind": o.kind} for o in data.options],
+                           "answer": None}))
 
-    def _permission_response(self, seq: int, event: Event, data: dict[str, Any]) -> None:
-        card = self.items.get(f"perm:{data.get('requestId')}")
+    def _permission_response(self, event: Event, data: PermissionResponse) -> None:
+        card = self.items.get(f"perm:{data.request_id}")
         if card is None or card.done:
             return
-        name, client = who(event)
-        option_id = data.get("optionId")
         names = {o["optionId"]: o["name"] for o in card.body["options"]}
         card.body["answer"] = {
-            "name": name, "client": client, "optionId": option_id,
-            "option": "cancelled" if option_id is None else names.get(option_id, option_id)}
+            "name": event.source.name, "client": event.source.via, "optionId": data.option_id,
+            "option": "cancelled" if data.cancelled else names.get(data.option_id,
+                                                                    data.option_id)}
         card.done = True
         self._touch(card)
 
 
-_Handler = Callable[[SessionView, int, Event, dict[str, Any]], None]
+# Each handler is given the data shape of its type (server.events.SHAPE_OF).
+_Handler = Callable[[SessionView, Event, Any], None]
 _HANDLERS: dict[str, _Handler] = {
     "user.message": SessionView._user_message,
     "turn.started": SessionView._turn_started,
-    "turn.completed": SessionView._turn_ended,
-    "turn.failed": SessionView._turn_ended,
+    "turn.completed": SessionView._turn_completed,
+    "turn.failed": SessionView._turn_failed,
     "agent.status": SessionView._agent_status,
     "agent.message.chunk": SessionView._message,
     "agent.message": SessionView._message,

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import time
 import unicodedata
 from collections import OrderedDict
@@ -37,13 +36,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from axtui.adapters.bridge import Bridges, SessionBridge
 from axtui.adapters.threads import open_session, thread_session_id
-from axtui.adapters.view import MAX_CHARS, Event
+from axtui.adapters.view import MAX_CHARS
 from axtui.client import HubClient, HubUnavailable
+from axtui.exitcodes import ExitCode
 from axtui.slack.render import PERMISSION_ACTION
 from axtui.slack.thread import SlackThread
 from server.config import ClientConfig, Config, SlackConfig
+from server.events import Json
 from server.protocol import MAX_DISPLAY_NAME_LEN, Conflict, NotFound, ProtocolError
 from server.redact import protect_logs
+from server.runner import LOG_FORMAT, run_until_signal
 
 log = logging.getLogger("axtui.slack")
 
@@ -54,10 +56,10 @@ _SEEN = 10_000  # (channel, ts) pairs remembered to drop app_mention/message dou
 
 
 class SlackSetupError(Exception):
-    """The adapter cannot start: a token Slack refuses (``exit_code`` 2), or Slack cannot
-    be reached (1)."""
+    """The adapter cannot start: a token Slack refuses (``exit_code`` ``USAGE``), or Slack
+    cannot be reached (``FAILED``)."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -115,7 +117,7 @@ class SlackAdapter:
                                   f" {exc.response.get('error')}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SlackSetupError(f"cannot reach Slack at {self.web.base_url}: {exc}",
-                                  exit_code=1) from None
+                                  exit_code=ExitCode.FAILED) from None
         self.team, self.bot_user = str(auth["team_id"]), str(auth["user_id"])
         self.bot_id = auth.get("bot_id")
         await self.hub.start()
@@ -134,6 +136,15 @@ class SlackAdapter:
         await self._handler.connect_async()  # type: ignore[no-untyped-call]
         await self._attach_recent()
         log.info("the Slack adapter is running for team %s as %s", self.team, self.bot_user)
+
+    async def run(self) -> None:
+        """:meth:`start`, then run until cancelled; :meth:`stop` on the way out (also when
+        cancelled while starting)."""
+        try:
+            await self.start()
+            await asyncio.get_running_loop().create_future()  # done only when cancelled
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         """Disconnect from Slack and the hub; bridges stop where they are."""
@@ -312,27 +323,18 @@ class SlackAdapter:
 
 async def serve(config: Config, slack: SlackConfig) -> None:
     """Run the adapter until SIGINT or SIGTERM."""
-    adapter = SlackAdapter(slack, config.client)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await adapter.start()
-    try:
-        await stop.wait()
-    finally:
-        await adapter.stop()
+    await run_until_signal(SlackAdapter(slack, config.client).run())
 
 
-def run(config: Config) -> int:
-    """``axtui slack``: run the adapter in the foreground; returns the exit code
-    (0 stopped, 2 bad config or a token Slack refuses, 3 hub unreachable)."""
-    logging.basicConfig(level=config.hub.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(config: Config) -> ExitCode:
+    """``axtui slack``: run the adapter in the foreground until SIGINT or SIGTERM; returns
+    the exit code (``OK`` stopped, ``USAGE`` bad config or a token Slack refuses,
+    ``FAILED`` Slack unreachable, ``UNREACHABLE`` the hub unreachable)."""
+    logging.basicConfig(level=config.hub.log_level.upper(), format=LOG_FORMAT)
     if config.slack is None:
         log.error("the config has no slack: section (see config.example.yaml and"
                   " docs/slack.md)")
-        return 2
+        return ExitCode.USAGE
     protect_logs([config.client.token, config.slack.bot_token, config.slack.app_token],
                  logging.getLogger().handlers)  # every record this process prints
     try:
@@ -342,8 +344,8 @@ def run(config: Config) -> int:
         return exc.exit_code
     except HubUnavailable as exc:
         log.error("%s (client.server in the config)", exc)
-        return 3
-    return 0
+        return ExitCode.UNREACHABLE
+    return ExitCode.OK
 
 
 def as_display_name(name: str, fallback: str) -> str:
@@ -356,7 +358,7 @@ def as_display_name(name: str, fallback: str) -> str:
     return name or fallback
 
 
-def _own_ref(event: Event) -> str | None:
+def _own_ref(event: Json) -> str | None:
     """The Slack ts of a message this adapter published from Slack (already in the thread)."""
     source = event.get("source") or {}
     slack = (event.get("data") or {}).get("slack")

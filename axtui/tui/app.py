@@ -7,20 +7,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.screen import Screen
-from textual.signal import Signal
 
 from axtui.client import HubAuthError, HubClient, HubUnavailable
+from axtui.tui.hubapp import HubApp
 from axtui.tui.messages import Connection, SessionDeleted, SessionUpdated
 from axtui.tui.screens.main import MainScreen
 
 
-class AxtuiApp(App[None]):
+class AxtuiApp(HubApp):
     """Sessions, live conversations, permissions, replay, state and audit, on one hub.
 
     The app owns the :class:`HubClient`; it connects in the background (retrying until the
-    hub answers) and turns the client's callbacks into messages for the main screen.
+    hub answers) and turns the client's callbacks into messages for the main screen. The
+    main screen follows the open session; its events reach the other screens through the
+    app's ``session_events`` signal (see :mod:`axtui.tui.hubapp`).
     """
 
     TITLE = "axtui"
@@ -32,9 +34,7 @@ class AxtuiApp(App[None]):
         self.server = server
         self.label = label or server  # how the status line names the hub
         self.token = token
-        self.client: HubClient | None = None
         self.connection = (False, "connecting…")
-        self.connection_changed: Signal[tuple[bool, str]] = Signal(self, "connection")
         self.main = MainScreen(initial_session=session_id)
 
     def get_default_screen(self) -> Screen[Any]:
@@ -81,7 +81,7 @@ class AxtuiApp(App[None]):
     def _connection(self, connected: bool, text: str) -> None:
         """Tell every status line, and the main screen (which reloads on reconnect)."""
         self.connection = (connected, text)
-        self.connection_changed.publish(self.connection)
+        self.connection_changed.publish((connected, text))
         self.main.post_message(Connection(connected, text))
 
     def _on_notification(self, method: str, params: Any) -> None:

@@ -6,6 +6,8 @@ from typing import Any
 
 from textual.message import Message
 
+from server.events import Event
+
 
 class Connection(Message):
     """The connection to the hub changed: ``connected`` and a short ``text`` to show."""
@@ -33,9 +35,13 @@ class SessionDeleted(Message):
 
 
 class SessionEvents(Message):
-    """A batch of events of the open session, in seq order (history or live alike)."""
+    """A batch of events of the open session, parsed, in seq order (history or live alike).
 
-    def __init__(self, session_id: str, events: list[dict[str, Any]]) -> None:
+    The main screen posts it to itself; it then bubbles up to the app, which publishes it
+    to the other screens (:attr:`~axtui.tui.hubapp.HubApp.session_events`).
+    """
+
+    def __init__(self, session_id: str, events: list[Event]) -> None:
         super().__init__()
         self.session_id = session_id
         self.events = events

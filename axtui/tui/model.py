@@ -14,10 +14,32 @@ bounds the memory of a session watched for hours.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Event = dict[str, Any]
+from server.events import (
+    AgentStatus,
+    AgentText,
+    Event,
+    EventData,
+    Json,
+    PermissionOption,
+    PermissionRequest,
+    PermissionResponse,
+    Plan,
+    PlanEntry,
+    SessionCreated,
+    SessionForked,
+    StateChanged,
+    Statement,
+    ToolCall,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    UserMessage,
+    as_event,
+)
 
 QUIET_STATUS = {
     "starting": "agent starting",
@@ -40,7 +62,7 @@ class Block:
     def touch(self, event: Event) -> None:
         """Record that ``event`` changed this block."""
         self.version += 1
-        self.last_seq = event["seq"]
+        self.last_seq = event.seq
 
 
 @dataclass
@@ -71,14 +93,14 @@ class ToolBlock(Block):
     kind: str = ""
     status: str = ""
     input: Any = None
-    content: list[Any] = field(default_factory=list)
+    content: list[Json] = field(default_factory=list)
 
 
 @dataclass
 class PlanBlock(Block):
     """The agent's plan for a turn, shown as a checklist (updated in place)."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: tuple[PlanEntry, ...] = ()
 
 
 @dataclass
@@ -89,7 +111,7 @@ class PermissionBlock(Block):
     title: str = ""
     tool_kind: str = ""
     input: Any = None
-    options: list[dict[str, Any]] = field(default_factory=list)
+    options: tuple[PermissionOption, ...] = ()
     turn_id: str | None = None
     answer: str | None = None
     answered_by: str | None = None
@@ -105,7 +127,7 @@ class PermissionBlock(Block):
 class StateBlock(Block):
     """A change to the session's state: the statements run and the rows they changed."""
 
-    statements: list[dict[str, Any]] = field(default_factory=list)
+    statements: tuple[Statement, ...] = ()
     changes: int | None = None
     by: str = ""
 
@@ -124,14 +146,7 @@ class EventBlock(Block):
 
     type: str = ""
     by: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def source_label(source: dict[str, Any]) -> str:
-    """``alice via slack``, ``demo`` (an agent) or ``hub``: who produced an event."""
-    name = str(source.get("name") or source.get("kind") or "?")
-    client = source.get("client")
-    return f"{name} via {client}" if client else name
+    data: Json = field(default_factory=dict)
 
 
 class Conversation:
@@ -148,19 +163,19 @@ class Conversation:
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def apply_all(self, events: list[Event]) -> None:
+    def apply_all(self, events: Iterable[Event | Mapping[str, Any]]) -> None:
         """Apply a batch of events in order."""
         for event in events:
             self.apply(event)
 
-    def apply(self, event: Event) -> None:
-        """Fold one event into the blocks (events at or below ``last_seq`` are ignored)."""
-        seq = event["seq"]
-        if seq <= self.last_seq:
+    def apply(self, event: Event | Mapping[str, Any]) -> None:
+        """Fold one event (parsed, or as the hub sent it) into the blocks; events at or
+        below ``last_seq`` are ignored."""
+        event = as_event(event)
+        if event.seq <= self.last_seq:
             return
-        self.last_seq = seq
-        handler = _HANDLERS.get(event["type"], Conversation._other)
-        handler(self, event)
+        self.last_seq = event.seq
+        _HANDLERS.get(event.type, Conversation._other)(self, event, event.data)
         while len(self.blocks) > self.max_blocks:
             del self.blocks[next(iter(self.blocks))]
             self.dropped += 1
@@ -181,176 +196,147 @@ class Conversation:
         return block
 
     def _notice(self, event: Event, text: str, failure: bool = False) -> None:
-        self._add(NoticeBlock(f"ev:{event['seq']}", event["seq"], event["ts"], text=text,
+        self._add(NoticeBlock(f"ev:{event.seq}", event.seq, event.ts, text=text,
                               failure=failure), event)
 
-    def _session_created(self, event: Event) -> None:
-        data = event["data"]
-        title = data.get("title") or "untitled"
-        agent = data.get("agent")
-        by = source_label(event["source"])
-        self._notice(event, f"session “{title}” created by {by}"
-                     + (f" with agent {agent}" if agent else " (no agent)"))
+    def _session_created(self, event: Event, data: SessionCreated) -> None:
+        by = event.source.label()
+        self._notice(event, f"session “{data.title or 'untitled'}” created by {by}"
+                     + (f" with agent {data.agent}" if data.agent else " (no agent)"))
 
-    def _session_forked(self, event: Event) -> None:
-        data = event["data"]
-        self._notice(event, f"forked from {data.get('fromSessionId')} at seq {data.get('atSeq')}")
+    def _session_forked(self, event: Event, data: SessionForked) -> None:
+        self._notice(event, f"forked from {data.from_session_id} at seq {data.at_seq}")
 
-    def _user_message(self, event: Event) -> None:
-        source = event["source"]
-        self._add(UserBlock(f"ev:{event['seq']}", event["seq"], event["ts"],
-                            text=str(event["data"].get("text", "")),
-                            name=str(source.get("name", "")),
-                            client=str(source.get("client", ""))), event)
+    def _user_message(self, event: Event, data: UserMessage) -> None:
+        self._add(UserBlock(f"ev:{event.seq}", event.seq, event.ts, text=data.text,
+                            name=event.source.name, client=event.source.client or ""), event)
 
-    def _agent_status(self, event: Event) -> None:
-        data = event["data"]
-        state = data.get("state", "")
-        if state == "crashed":
-            reason = data.get("reason")
-            self._notice(event, "agent crashed" + (f": {reason}" if reason else ""), failure=True)
-        elif state == "failed":
-            reason = data.get("reason") or data.get("error", {}).get("message")
-            self._notice(event, "agent failed to start" + (f": {reason}" if reason else ""),
-                         failure=True)
+    def _agent_status(self, event: Event, data: AgentStatus) -> None:
+        reason = f": {data.reason}" if data.reason else ""
+        if data.state == "crashed":
+            self._notice(event, "agent crashed" + reason, failure=True)
+        elif data.state == "failed":
+            self._notice(event, "agent failed to start" + reason, failure=True)
         else:
-            text = QUIET_STATUS.get(state, f"agent {state}")
-            if state == "ready" and data.get("resumeMode"):
-                text += f" (conversation restored by {data['resumeMode']})"
+            text = QUIET_STATUS.get(data.state, f"agent {data.state}")
+            if data.state == "ready" and data.resume_mode:
+                text += f" (conversation restored by {data.resume_mode})"
             self._notice(event, text)
 
-    def _turn_started(self, event: Event) -> None:
-        self.running_turn = event["data"].get("turnId")
+    def _turn_started(self, event: Event, data: TurnStarted) -> None:
+        self.running_turn = data.turn_id or None
 
-    def _turn_ended(self, event: Event) -> None:
-        data = event["data"]
-        turn_id = data.get("turnId")
+    def _turn_completed(self, event: Event, data: TurnCompleted) -> None:
+        self._end_turn(event, data.turn_id or None)
+        if data.stop_reason != "end_turn":
+            self._notice(event, f"turn ended: {data.stop_reason}")
+
+    def _turn_failed(self, event: Event, data: TurnFailed) -> None:
+        self._end_turn(event, data.turn_id or None)
+        message = f": {data.message}" if data.message else ""
+        self._notice(event, f"turn failed ({data.reason}){message}", failure=True)
+
+    def _end_turn(self, event: Event, turn_id: str | None) -> None:
         if self.running_turn == turn_id:
             self.running_turn = None
         for block in self.blocks.values():
             if isinstance(block, PermissionBlock) and block.open and block.turn_id == turn_id:
                 block.answer = "closed: the turn ended"
                 block.touch(event)
-        if event["type"] == "turn.failed":
-            reason = data.get("reason", "error")
-            message = (data.get("error") or {}).get("message")
-            self._notice(event, f"turn failed ({reason})" + (f": {message}" if message else ""),
-                         failure=True)
-        elif data.get("stopReason") not in (None, "end_turn"):
-            self._notice(event, f"turn ended: {data['stopReason']}")
 
-    def _text(self, event: Event, thought: bool, complete: bool) -> None:
-        data = event["data"]
-        prefix = "thought" if thought else "msg"
-        key = f"{prefix}:{data.get('messageId') or event['seq']}"
+    def _text(self, event: Event, data: AgentText) -> None:
+        """Every agent message or thought, whole or a chunk (the shape says which)."""
+        prefix = "thought" if data.thought else "msg"
+        key = f"{prefix}:{data.message_id or event.seq}"
         block = self.blocks.get(key)
-        text = str(data.get("text", ""))
         if block is None:
-            self._add(TextBlock(key, event["seq"], event["ts"], text=text,
-                                agent=str(event["source"].get("name", "")), thought=thought,
-                                complete=complete), event)
+            self._add(TextBlock(key, event.seq, event.ts, text=data.text,
+                                agent=event.source.name, thought=data.thought,
+                                complete=data.complete), event)
             return
         assert isinstance(block, TextBlock)
-        block.text = text if complete else block.text + text
-        block.complete = block.complete or complete
+        block.text = data.text if data.complete else block.text + data.text
+        block.complete = block.complete or data.complete
         block.touch(event)
 
-    def _agent_message_chunk(self, event: Event) -> None:
-        self._text(event, thought=False, complete=False)
-
-    def _agent_message(self, event: Event) -> None:
-        self._text(event, thought=False, complete=True)
-
-    def _thought_chunk(self, event: Event) -> None:
-        self._text(event, thought=True, complete=False)
-
-    def _thought(self, event: Event) -> None:
-        self._text(event, thought=True, complete=True)
-
-    def _tool(self, event: Event) -> None:
-        data = event["data"]
-        key = f"tool:{data.get('toolCallId') or event['seq']}"
+    def _tool(self, event: Event, data: ToolCall) -> None:
+        """A tool call, or an update of the fields that changed."""
+        key = f"tool:{data.tool_call_id or event.seq}"
         block = self.blocks.get(key)
         if not isinstance(block, ToolBlock):
-            block = ToolBlock(key, event["seq"], event["ts"],
-                              tool_call_id=str(data.get("toolCallId", "")))
+            block = ToolBlock(key, event.seq, event.ts, tool_call_id=data.tool_call_id)
             self.blocks[key] = block
-        for name in ("title", "kind", "status"):
-            if data.get(name) is not None:
-                setattr(block, name, str(data[name]))
-        if "input" in data:
-            block.input = data["input"]
-        if isinstance(data.get("content"), list):
-            block.content = data["content"]
+        if data.title is not None:
+            block.title = data.title
+        if data.kind is not None:
+            block.kind = data.kind
+        if data.status is not None:
+            block.status = data.status
+        if data.has_input:
+            block.input = data.input
+        if data.content is not None:
+            block.content = data.content
         block.touch(event)
 
-    def _plan(self, event: Event) -> None:
-        turn = event.get("turnId") or self.running_turn
-        key = self._turn_plans.get(turn or "") or f"plan:{event['seq']}"
+    def _plan(self, event: Event, data: Plan) -> None:
+        turn = event.turn_id or self.running_turn
+        key = self._turn_plans.get(turn or "") or f"plan:{event.seq}"
         if turn:
             self._turn_plans[turn] = key
         block = self.blocks.get(key)
-        entries = list(event["data"].get("entries") or [])
         if isinstance(block, PlanBlock):
-            block.entries = entries
+            block.entries = data.entries
             block.touch(event)
         else:
-            self._add(PlanBlock(key, event["seq"], event["ts"], entries=entries), event)
+            self._add(PlanBlock(key, event.seq, event.ts, entries=data.entries), event)
 
-    def _permission_request(self, event: Event) -> None:
-        data = event["data"]
-        tool = data.get("toolCall") or {}
+    def _permission_request(self, event: Event, data: PermissionRequest) -> None:
         self._add(PermissionBlock(
-            f"perm:{data.get('requestId')}", event["seq"], event["ts"],
-            request_id=str(data.get("requestId", "")), title=str(tool.get("title", "")),
-            tool_kind=str(tool.get("kind", "")), input=tool.get("rawInput"),
-            options=list(data.get("options") or []),
-            turn_id=event.get("turnId")), event)
+            f"perm:{data.request_id}", event.seq, event.ts, request_id=data.request_id,
+            title=data.title, tool_kind=data.tool_kind, input=data.tool_call.get("rawInput"),
+            options=data.options, turn_id=event.turn_id), event)
 
-    def _permission_response(self, event: Event) -> None:
-        data = event["data"]
-        block = self.blocks.get(f"perm:{data.get('requestId')}")
+    def _permission_response(self, event: Event, data: PermissionResponse) -> None:
+        block = self.blocks.get(f"perm:{data.request_id}")
         if not isinstance(block, PermissionBlock) or not block.open:
             return
-        if data.get("outcome") == "cancelled":
+        if data.option_id is None:
             block.answer = "cancelled"
         else:
-            names = {o.get("optionId"): o.get("name") for o in block.options}
-            option = data.get("optionId")
-            block.answer = str(names.get(option) or option)
-        source = event["source"]
-        block.answered_by = str(source.get("name", ""))
-        block.answered_via = source.get("client")
+            names = {o.option_id: o.name for o in block.options}
+            block.answer = names.get(data.option_id) or data.option_id
+        block.answered_by = event.source.name
+        block.answered_via = event.source.client
         block.touch(event)
 
-    def _state_changed(self, event: Event) -> None:
-        data = event["data"]
-        self._add(StateBlock(f"ev:{event['seq']}", event["seq"], event["ts"],
-                             statements=list(data.get("statements") or []),
-                             changes=data.get("changes"),
-                             by=source_label(event["source"])), event)
+    def _state_changed(self, event: Event, data: StateChanged) -> None:
+        self._add(StateBlock(f"ev:{event.seq}", event.seq, event.ts,
+                             statements=data.statements, changes=data.changes,
+                             by=event.source.label()), event)
 
-    def _other(self, event: Event) -> None:
-        etype = event["type"]
-        if etype.startswith(("agent.", "turn.", "tool.", "session.", "hub.")):
-            return  # a hub or agent type this client does not show (future additions)
-        self._add(EventBlock(f"ev:{event['seq']}", event["seq"], event["ts"], type=etype,
-                             by=source_label(event["source"]),
-                             data=dict(event.get("data") or {})), event)
+    def _other(self, event: Event, data: EventData) -> None:
+        """An application's event; a hub or agent type this version does not know (a
+        future addition) is not shown."""
+        if event.type.startswith(("agent.", "turn.", "tool.", "session.", "hub.")):
+            return
+        self._add(EventBlock(f"ev:{event.seq}", event.seq, event.ts, type=event.type,
+                             by=event.source.label(), data=event.fields), event)
 
 
-_HANDLERS = {
+# Each handler is given the data shape of its type (server.events.SHAPE_OF).
+_Handler = Callable[[Conversation, Event, Any], None]
+_HANDLERS: dict[str, _Handler] = {
     "session.created": Conversation._session_created,
     "session.forked": Conversation._session_forked,
     "user.message": Conversation._user_message,
     "agent.status": Conversation._agent_status,
     "turn.started": Conversation._turn_started,
-    "turn.completed": Conversation._turn_ended,
-    "turn.failed": Conversation._turn_ended,
-    "agent.message.chunk": Conversation._agent_message_chunk,
-    "agent.message": Conversation._agent_message,
-    "agent.thought.chunk": Conversation._thought_chunk,
-    "agent.thought": Conversation._thought,
+    "turn.completed": Conversation._turn_completed,
+    "turn.failed": Conversation._turn_failed,
+    "agent.message.chunk": Conversation._text,
+    "agent.message": Conversation._text,
+    "agent.thought.chunk": Conversation._text,
+    "agent.thought": Conversation._text,
     "tool.call": Conversation._tool,
     "tool.update": Conversation._tool,
     "plan": Conversation._plan,

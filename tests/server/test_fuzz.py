@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from server.hub import Hub
 from server.protocol import METHOD_ROLES, SESSION_ID_RE
 from tests.conftest import HubFactory, Raw, RawFactory
-from tests.server.test_errors import close_leaked_database_threads, database_threads
+from tests.server.raw_helpers import close_leaked_database_threads, database_threads
 
 CONTRACT_CODES = {
     -32700, -32600, -32601, -32602, -32603,

@@ -16,7 +16,7 @@ from mcp.types import CallToolResult
 from server.hub import Hub
 from tests.conftest import HubFactory, Raw, RawFactory
 
-SERVER = ["-m", "server.mcp_state"]
+SERVER = ["-m", "axtui.mcp_state"]
 TICKETS = [
     {"sql": "CREATE TABLE tickets (id TEXT PRIMARY KEY, status TEXT)"},
     {"sql": "INSERT INTO tickets VALUES (?, ?), (?, ?)", "params": ["T-1", "open", "T-2", "open"]},
@@ -32,7 +32,7 @@ def server_env(url: str, token: str, session_id: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def state_client(url: str, token: str, session_id: str) -> AsyncIterator[Client]:
-    """Start ``python -m server.mcp_state`` and connect the MCP client to it."""
+    """Start ``python -m axtui.mcp_state`` and connect the MCP client to it."""
     params = StdioServerParameters(command=sys.executable, args=SERVER,
                                    env=server_env(url, token, session_id))
     async with Client(params) as client:
@@ -70,7 +70,7 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 async def test_lists_the_three_tools(hub_factory: HubFactory, raw_factory: RawFactory) -> None:
     """The server offers query_state, exec_state and list_tables, described for a model."""
     hub, _, sid = await admin_session(hub_factory, raw_factory)
-    url, token, _ = hub.agent_credentials(sid, "demo")
+    url, token, _ = hub.auth.agent_credentials(sid, "demo")
     async with state_client(url, token, sid) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert mcp_connections(hub) == 0  # the hub is reached only on the first tool call
@@ -86,7 +86,7 @@ async def test_lists_the_three_tools(hub_factory: HubFactory, raw_factory: RawFa
 async def test_exec_then_query(hub_factory: HubFactory, raw_factory: RawFactory) -> None:
     """exec_state writes atomically as the agent (state.changed); query_state reads it back."""
     hub, admin, sid = await admin_session(hub_factory, raw_factory)
-    url, token, _ = hub.agent_credentials(sid, "demo")
+    url, token, _ = hub.auth.agent_credentials(sid, "demo")
     async with state_client(url, token, sid) as client:
         written = structured(await client.call_tool("exec_state", {"statements": TICKETS}))
         read = structured(await client.call_tool("query_state", {
@@ -115,7 +115,7 @@ async def test_exec_then_query(hub_factory: HubFactory, raw_factory: RawFactory)
 async def test_refusals_are_tool_errors(hub_factory: HubFactory, raw_factory: RawFactory) -> None:
     """A write through query_state, bad SQL, or a failing batch: tool errors; the server lives."""
     hub, admin, sid = await admin_session(hub_factory, raw_factory)
-    url, token, _ = hub.agent_credentials(sid, "demo")
+    url, token, _ = hub.auth.agent_credentials(sid, "demo")
     async with state_client(url, token, sid) as client:
         structured(await client.call_tool("exec_state", {"statements": TICKETS[:2]}))
         write = await client.call_tool("query_state", {"sql": "DELETE FROM tickets"})
@@ -141,7 +141,7 @@ async def test_list_tables_shows_app_tables(
 ) -> None:
     """list_tables shows the app's tables and the events view, never the hub's ax_* tables."""
     hub, _, sid = await admin_session(hub_factory, raw_factory)
-    url, token, _ = hub.agent_credentials(sid, "demo")
+    url, token, _ = hub.auth.agent_credentials(sid, "demo")
     async with state_client(url, token, sid) as client:
         structured(await client.call_tool("exec_state", {"statements": [
             {"sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT)"},
@@ -158,7 +158,7 @@ async def test_other_sessions_token_is_refused(
     """A token minted for another session cannot read or change this one."""
     hub, admin, sid = await admin_session(hub_factory, raw_factory)
     other = (await admin.call("session/create", {}))["session"]["sessionId"]
-    url, token, _ = hub.agent_credentials(other, "demo")
+    url, token, _ = hub.auth.agent_credentials(other, "demo")
     async with state_client(url, token, sid) as client:
         read = await client.call_tool("query_state", {"sql": "SELECT 1"})
         write = await client.call_tool("exec_state", {"statements": TICKETS[:1]})
@@ -173,7 +173,7 @@ async def test_revoked_token_cannot_connect(
 ) -> None:
     """After revoke(), a new server process gets a tool error saying the token was refused."""
     hub, _, sid = await admin_session(hub_factory, raw_factory)
-    url, token, revoke = hub.agent_credentials(sid, "demo")
+    url, token, revoke = hub.auth.agent_credentials(sid, "demo")
     revoke()
     async with state_client(url, token, sid) as client:
         result = await client.call_tool("list_tables", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from server.hub import Hub
-from server.sessions import Source
+from server.sources import Source
 from tests.conftest import HubFactory, Raw, RawFactory, restart
 
 REQUEST = {

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from tests.conftest import HubFactory, RawFactory
-from tests.server.test_errors import OVERLOADED, assert_error, request
+from tests.server.raw_helpers import OVERLOADED, assert_error, request
 
 
 async def test_each_publish_keeps_its_own_source(

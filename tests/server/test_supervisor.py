@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from server.config import AgentConfig
+from server.supervisor import wakes
 from tests.conftest import HubFactory, RawFactory, restart
 from tests.server.agent_helpers import agent_session, echo_agent, say, until
 from tests.server.hubproc import pid_alive, process_state
@@ -310,3 +311,27 @@ async def test_admin_suspend(hub_factory: HubFactory, raw_factory: RawFactory,
     status = await until(raw, "a", "agent.status", seen)
     assert status["data"] == {"state": "suspended"}
     assert not pid_alive(pid)
+
+
+def test_wake_on_patterns_are_literal_but_for_star() -> None:
+    """In wake_on only ``*`` is special: ``[1]`` and ``?`` match themselves."""
+    agent = AgentConfig(id="x", command=("x",), wake_on=("ci.build[1]", "a?c", "deploy.*"))
+    assert wakes(agent, "ci.build[1]") and wakes(agent, "a?c")
+    assert not wakes(agent, "ci.build1") and not wakes(agent, "abc")
+    assert wakes(agent, "deploy.done") and not wakes(agent, "user.message")
+
+
+async def test_events_that_only_a_glob_would_match_do_not_wake(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path
+) -> None:
+    """With wake_on ``ci.build[1]`` and ``a?c``, ``ci.build1`` and ``abc`` start no turn."""
+    agent = echo_agent(tmp_path, wake_on=("ci.build[1]", "a?c", "user.message"))
+    _, raw = await agent_session(hub_factory, raw_factory, agent)
+    for event_type in ("ci.build1", "abc"):
+        await raw.call("session/publish", {"sessionId": "a", "type": event_type, "data": {}})
+    trigger = await say(raw, "a", "hello")
+    seen: list[dict[str, Any]] = []
+    started = await until(raw, "a", "turn.started", seen)
+    assert started["data"]["triggerSeq"] == trigger  # turns run in order: no earlier one
+    await until(raw, "a", "turn.completed", seen)
+    assert [e["type"] for e in seen].count("turn.started") == 1

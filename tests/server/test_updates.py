@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from server.updates import UpdateMapper, content_text
 
 
@@ -52,3 +54,36 @@ def test_content_text_skips_non_text() -> None:
     assert content_text([{"type": "text", "text": "a"}, {"type": "image", "data": "…"},
                          {"type": "text", "text": "b"}]) == "ab"
     assert content_text({"type": "resource_link"}) == ""
+
+
+def test_tool_update_passes_every_changed_field_through() -> None:
+    """A tool_call_update keeps the fields no shape names (rawOutput, locations), in order."""
+    m = UpdateMapper()
+    [(kind, data)] = m.map({"sessionUpdate": "tool_call_update", "toolCallId": "t",
+                            "rawInput": {"p": 1}, "rawOutput": {"ok": True},
+                            "locations": [{"path": "/x"}], "title": None})
+    assert kind == "tool.update"
+    assert orjson.dumps(data) == (b'{"toolCallId":"t","rawOutput":{"ok":true},'
+                                  b'"locations":[{"path":"/x"}],"title":null,"input":{"p":1}}')
+
+
+def test_the_stored_json_of_each_event() -> None:
+    """The data of chunks, messages, tool calls and plans encode exactly as they always did."""
+    m = UpdateMapper()
+    [(_, first)] = m.map(chunk("agent_message_chunk", "Hi"))
+    mid = first["messageId"]
+    assert orjson.dumps(first) == b'{"messageId":"%s","text":"Hi"}' % mid.encode()
+    [(_, whole), (_, call)] = m.map({
+        "sessionUpdate": "tool_call", "toolCallId": "t", "title": "Run", "kind": "execute",
+        "status": "pending", "rawInput": None, "content": [{"type": "content"}]})
+    assert orjson.dumps(whole) == b'{"messageId":"%s","text":"Hi"}' % mid.encode()
+    assert orjson.dumps(call) == (b'{"toolCallId":"t","title":"Run","kind":"execute",'
+                                  b'"status":"pending","input":null,'
+                                  b'"content":[{"type":"content"}]}')
+    [(_, bare)] = m.map({"sessionUpdate": "tool_call", "toolCallId": "u"})
+    assert orjson.dumps(bare) == (b'{"toolCallId":"u","title":"","kind":"other",'
+                                  b'"status":"pending"}')
+    entries = [{"content": "x", "priority": "high", "status": "in_progress"}]
+    [(_, plan)] = m.map({"sessionUpdate": "plan", "entries": entries})
+    assert orjson.dumps(plan) == (b'{"entries":[{"content":"x","priority":"high",'
+                                  b'"status":"in_progress"}]}')

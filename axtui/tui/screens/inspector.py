@@ -1,7 +1,8 @@
 """The event inspector: every event of a session with its raw JSON, and fork at an event.
 
-The main app pushes ``InspectorScreen(client, session_id, seq=None)`` and feeds it live
-events with :meth:`InspectorScreen.add_events`. It is dismissed with ``None`` (escape) or
+The main app pushes ``InspectorScreen(client, session_id, seq=None)``; the screen hears of
+live events through the app's ``session_events`` signal (:meth:`InspectorScreen.add_events`
+takes them). It is dismissed with ``None`` (escape) or
 with the new session's dict after a fork (``f`` twice), which the app then opens.
 
 The window: a session may hold 100k events, so the table holds a window of at most
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -30,16 +32,34 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from axtui.client import HubClient
+from axtui.tui.hubapp import hub_app
+from axtui.tui.messages import SessionEvents
 from axtui.tui.widgets.status import StatusBar
+from server.events import (
+    AgentStatus,
+    Event,
+    EventData,
+    Json,
+    PermissionRequest,
+    PermissionResponse,
+    Plan,
+    SessionCreated,
+    SessionForked,
+    StateChanged,
+    ToolCall,
+    TurnCompleted,
+    TurnFailed,
+    as_event,
+    parse_event,
+)
 from server.protocol import ProtocolError
+from server.sources import Source
+from server.typepattern import TypeFilter
 
 PAGE = 500  # events per history call
 MAX_ROWS = 1500  # the most events the table holds at once
 EDGE = 40  # rows from either end of the window at which the next page is loaded
 SUMMARY_CHARS = 80
-
-Event = dict[str, Any]
-
 
 def format_time(ts: int) -> str:
     """``ts`` (ms since the epoch) as local ``HH:MM:SS.mmm``."""
@@ -48,17 +68,16 @@ def format_time(ts: int) -> str:
 
 def event_json(event: Event) -> str:
     """The event as stored, pretty-printed (keys in the hub's order)."""
-    return json.dumps(event, indent=2, ensure_ascii=False)
+    return json.dumps(event.raw, indent=2, ensure_ascii=False)
 
 
-def event_source(source: dict[str, Any]) -> str:
+def event_source(source: Source) -> str:
     """Who published: ``name·client`` for a client, ``agent name`` for an agent, ``hub``."""
-    kind, name = source.get("kind"), source.get("name") or "?"
-    if kind == "client":
-        return f"{name}·{source['client']}" if source.get("client") else str(name)
-    if kind == "agent":
-        return f"agent {name}"
-    return str(kind or "?")
+    if source.kind == "client":
+        return source.label(via="·")
+    if source.kind == "agent":
+        return f"agent {source.name}"
+    return source.kind
 
 
 def _one_line(text: str, chars: int = SUMMARY_CHARS) -> str:
@@ -66,44 +85,78 @@ def _one_line(text: str, chars: int = SUMMARY_CHARS) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def event_summary(event: Event) -> str:
+def _joined(*parts: object) -> str:
+    return _one_line(" · ".join(str(p) for p in parts if p))
+
+
+def event_summary(event: Event | Mapping[str, Any]) -> str:
     """A short one-line account of an event's data, by type (compact JSON otherwise)."""
-    data = event.get("data") or {}
-    kind = event["type"]
-    if "text" in data and isinstance(data["text"], str):
-        return _one_line(data["text"])
-    if kind == "state.changed":
-        sqls = [st.get("sql", "") for st in data.get("statements", []) if isinstance(st, dict)]
-        more = f" (+{len(sqls) - 1})" if len(sqls) > 1 else ""
-        return _one_line(f"{data.get('changes', 0)} changed · {sqls[0] if sqls else ''}{more}")
-    if kind in ("tool.call", "tool.update"):
-        parts = [data.get("title"), data.get("status"), data.get("toolCallId")]
-        return _one_line(" · ".join(str(p) for p in parts if p))
-    if kind == "permission.request":
-        tool = data.get("toolCall") or {}
-        return _one_line(f"asks: {tool.get('title') or data.get('requestId', '')}")
-    if kind == "permission.response":
-        return _one_line(f"{data.get('optionId') or data.get('outcome')} "
-                         f"for {data.get('requestId', '')}")
-    if kind == "plan":
-        entries = data.get("entries") or []
-        done = sum(1 for e in entries if isinstance(e, dict) and e.get("status") == "completed")
-        return f"{len(entries)} entries, {done} done"
-    if kind == "session.forked":
-        return f"from {data.get('fromSessionId')} at seq {data.get('atSeq')}"
-    if kind == "session.created":
-        agent = f" · agent {data['agent']}" if data.get("agent") else ""
-        return _one_line(f"{data.get('title') or '(no title)'}{agent}")
-    if kind in ("turn.completed", "turn.failed", "agent.status"):
-        parts = [data.get("stopReason"), data.get("state"), data.get("reason"),
-                 (data.get("error") or {}).get("message")]
-        return _one_line(" · ".join(str(p) for p in parts if p))
-    return _one_line(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    event = as_event(event)
+    return _SUMMARIES.get(event.type, _fields)(event.data, event.fields)
 
 
-def type_matcher(patterns: list[str]) -> re.Pattern[str]:
-    """A regex matching event types like ``session/history``'s ``types`` (``*`` is any run)."""
-    return re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in patterns))
+# --- summaries, by type (given the type's data shape and the data as stored); messages and
+# thoughts read as their text, like any other event with a text field ----------------------
+
+def _state_changed(data: StateChanged, fields: Json) -> str:
+    sqls = [statement.sql for statement in data.statements]
+    more = f" (+{len(sqls) - 1})" if len(sqls) > 1 else ""
+    changes = 0 if data.changes is None else data.changes
+    return _one_line(f"{changes} changed · {sqls[0] if sqls else ''}{more}")
+
+
+def _tool(data: ToolCall, fields: Json) -> str:
+    return _joined(data.title, data.status, data.tool_call_id)
+
+
+def _permission_request(data: PermissionRequest, fields: Json) -> str:
+    return _one_line(f"asks: {data.title or data.request_id}")
+
+
+def _permission_response(data: PermissionResponse, fields: Json) -> str:
+    return _one_line(f"{data.option_id or 'cancelled'} for {data.request_id}")
+
+
+def _plan(data: Plan, fields: Json) -> str:
+    done = sum(1 for entry in data.entries if entry.status == "completed")
+    return f"{len(data.entries)} entries, {done} done"
+
+
+def _session_forked(data: SessionForked, fields: Json) -> str:
+    return f"from {data.from_session_id} at seq {data.at_seq}"
+
+
+def _session_created(data: SessionCreated, fields: Json) -> str:
+    agent = f" · agent {data.agent}" if data.agent else ""
+    return _one_line(f"{data.title or '(no title)'}{agent}")
+
+
+def _turn_completed(data: TurnCompleted, fields: Json) -> str:
+    return _joined(data.stop_reason)
+
+
+def _turn_failed(data: TurnFailed, fields: Json) -> str:
+    return _joined(data.reason, data.message)
+
+
+def _agent_status(data: AgentStatus, fields: Json) -> str:
+    return _joined(data.state, data.reason)
+
+
+def _fields(data: EventData, fields: Json) -> str:
+    """Any other event: its ``text`` if it has one, else its data as compact JSON."""
+    if isinstance(fields.get("text"), str):
+        return _one_line(fields["text"])
+    return _one_line(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
+
+
+_SUMMARIES: dict[str, Callable[[Any, Json], str]] = {
+    "state.changed": _state_changed, "tool.call": _tool, "tool.update": _tool,
+    "permission.request": _permission_request, "permission.response": _permission_response,
+    "plan": _plan, "session.forked": _session_forked, "session.created": _session_created,
+    "turn.completed": _turn_completed, "turn.failed": _turn_failed,
+    "agent.status": _agent_status,
+}
 
 
 class InspectorScreen(Screen[dict[str, Any] | None]):
@@ -158,7 +211,9 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Set up columns and the title; load the window around the wanted seq."""
+        """Set up columns and the title; load the window around the wanted seq; listen
+        for the session's live events."""
+        hub_app(self).session_events.subscribe(self, self._session_events)
         self.title = f"Events · {self.session_id}"
         table = self.query_one("#inspector-events", DataTable)
         for label in ("seq", "time", "source", "type", "summary"):
@@ -167,32 +222,32 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
 
     # --- public --------------------------------------------------------------------------
 
-    def add_events(self, events: list[Event]) -> None:
-        """Live events of this session (ascending). They are appended when the window
-        reaches the head and they pass the type filter; otherwise only the count moves."""
+    def add_events(self, events: Iterable[Event | Mapping[str, Any]]) -> None:
+        """Live events of this session (ascending, parsed or as the hub sent them). They
+        are appended when the window reaches the head and they pass the type filter;
+        otherwise only the count moves."""
         if self.busy:
-            self._live_backlog.extend(events)
+            self._live_backlog.extend(map(as_event, events))
             return
-        fresh = [e for e in events if e["seq"] > self.head_seq]
+        fresh = [e for e in map(as_event, events) if e.seq > self.head_seq]
         if not fresh:
             return
-        self.head_seq = fresh[-1]["seq"]
+        self.head_seq = fresh[-1].seq
         if self.more_after:
             self._show_status()
             return
-        if self.types:
-            match = type_matcher(self.types)
-            fresh = [e for e in fresh if match.fullmatch(e["type"])]
+        types = TypeFilter.of(self.types)
+        fresh = [e for e in fresh if types.matches(e.type)]
         table = self.query_one("#inspector-events", DataTable)
         following = table.row_count == 0 or table.cursor_row == table.row_count - 1
         cursor = table.cursor_row
         for event in fresh:
             self.events.append(event)
-            table.add_row(*self._cells(event), key=str(event["seq"]))
+            table.add_row(*self._cells(event), key=str(event.seq))
         overflow = max(0, len(self.events) - MAX_ROWS)
         if overflow:
             for event in self.events[:overflow]:
-                table.remove_row(str(event["seq"]))
+                table.remove_row(str(event.seq))
             del self.events[:overflow]
             self.more_before = True
         if self.events:
@@ -200,6 +255,10 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             row = len(self.events) - 1 if following else max(0, cursor - overflow)
             table.move_cursor(row=row, animate=False)
         self._show_status()
+
+    def _session_events(self, message: SessionEvents) -> None:
+        if message.session_id == self.session_id:
+            self.add_events(message.events)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -227,7 +286,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             self._show_status(Text(_message(exc)), error=True)
             return
         self.head_seq = max(self.head_seq, after["headSeq"])
-        self.events = before["events"] + after["events"]
+        self.events = [parse_event(e) for e in before["events"] + after["events"]]
         self.more_before = len(before["events"]) == PAGE
         self.more_after = len(after["events"]) == PAGE
         # The selected event is the wanted one, or the nearest one before it that the
@@ -248,18 +307,18 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         try:
             if older:
                 page = await self.client.history(self.session_id,
-                                                 beforeSeq=self.events[0]["seq"],
+                                                 beforeSeq=self.events[0].seq,
                                                  limit=PAGE, **filt)
             else:
                 page = await self.client.history(self.session_id,
-                                                 afterSeq=self.events[-1]["seq"],
+                                                 afterSeq=self.events[-1].seq,
                                                  limit=PAGE, **filt)
         except (ProtocolError, ConnectionError) as exc:
             self._end_loading()
             self._show_status(Text(_message(exc)), error=True)
             return
         self.head_seq = max(self.head_seq, page["headSeq"])
-        got: list[Event] = page["events"]
+        got = [parse_event(e) for e in page["events"]]
         keep = self.selected_seq
         if older:
             self.more_before = len(got) == PAGE
@@ -273,7 +332,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             if len(self.events) > MAX_ROWS:
                 self.events = self.events[-MAX_ROWS:]
                 self.more_before = True
-        seqs = [e["seq"] for e in self.events]
+        seqs = [e.seq for e in self.events]
         self._rebuild(seqs.index(keep) if keep in seqs else 0)
         self._end_loading()
 
@@ -296,7 +355,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         table = self.query_one("#inspector-events", DataTable)
         table.clear()
         for event in self.events:
-            table.add_row(*self._cells(event), key=str(event["seq"]))
+            table.add_row(*self._cells(event), key=str(event.seq))
         if self.events:
             table.move_cursor(row=cursor, animate=False)
             self._select(self.events[cursor])
@@ -322,7 +381,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             self._extend(older=False)
 
     def _select(self, event: Event | None) -> None:
-        seq = event["seq"] if event is not None else None
+        seq = event.seq if event is not None else None
         if seq != self.selected_seq:
             self._fork_armed = None
             self._notice = None
@@ -391,7 +450,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         if event is None:
             return
         self.app.copy_to_clipboard(event_json(event))
-        self.notify(f"Copied event {event['seq']} as JSON")
+        self.notify(f"Copied event {event.seq} as JSON")
 
     def action_fork(self) -> None:
         """Fork the session at the selected event: the first press asks, the second forks."""
@@ -422,17 +481,17 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
 
     def _selected_event(self) -> Event | None:
         for event in self.events:
-            if event["seq"] == self.selected_seq:
+            if event.seq == self.selected_seq:
                 return event
         return None
 
     @staticmethod
     def _cells(event: Event) -> tuple[Text, ...]:
         return (
-            Text(str(event["seq"]), justify="right"),
-            Text(format_time(event["ts"]), style="dim"),
-            Text(event_source(event.get("source") or {})),
-            Text(event["type"], style="bold"),
+            Text(str(event.seq), justify="right"),
+            Text(format_time(event.ts), style="dim"),
+            Text(event_source(event.source)),
+            Text(event.type, style="bold"),
             Text(event_summary(event)),
         )
 
@@ -459,7 +518,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             text.append(f"seq {self.selected_seq}", style="bold")
             text.append(" · ")
         if self.events:
-            text.append(f"showing {self.events[0]['seq']}\N{EN DASH}{self.events[-1]['seq']}")
+            text.append(f"showing {self.events[0].seq}\N{EN DASH}{self.events[-1].seq}")
         else:
             text.append("no events" + (" match" if self.types else ""))
         text.append(f" of {self.head_seq}")

@@ -13,18 +13,21 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from axtui.client import HubClient, ProtocolError, Subscription
+from axtui.tui.hubapp import hub_app
 from axtui.tui.messages import Connection, SessionDeleted, SessionEvents, SessionUpdated
 from axtui.tui.model import Conversation
-from axtui.tui.widgets.blocks import PermissionPrompt
+from axtui.tui.widgets.blocks import BlockWidget, PermissionPrompt
 from axtui.tui.widgets.composer import Composer
 from axtui.tui.widgets.conversation import ConversationView
 from axtui.tui.widgets.sessions import SessionList, state_mark, state_word
 from axtui.tui.widgets.status import StatusBar
+from server.events import parse_event
 
 OPEN_WINDOW = 1000  # events read when a session opens; older ones are for replay/inspector
 CANCEL_WINDOW = 1.5  # seconds within which a second Esc cancels the turn
@@ -80,7 +83,7 @@ class MainScreen(Screen[None]):
     @property
     def client(self) -> HubClient | None:
         """The app's hub client, once connected."""
-        return getattr(self.app, "client", None)
+        return hub_app(self).client
 
     @property
     def view(self) -> ConversationView:
@@ -175,24 +178,19 @@ class MainScreen(Screen[None]):
         try:
             while True:
                 batch = await sub.next_batch()
-                self.post_message(SessionEvents(session_id, batch))
+                self.post_message(SessionEvents(session_id, [parse_event(e) for e in batch]))
         except StopAsyncIteration:
             return
         except (ProtocolError, ConnectionError) as exc:
             self.notify(f"Stopped following {session_id}: {exc}", severity="error")
 
     def on_session_events(self, message: SessionEvents) -> None:
+        """Fold the open session's events in; the message then goes on up to the app,
+        which tells the other screens (the inspector, the state view)."""
         if message.session_id != self.session_id:
             return
         self.conversation.apply_all(message.events)
         self.sidebar.mark_read(message.session_id, self.conversation.last_seq)
-        forward = getattr(self.app.screen, "add_events", None)
-        if forward is not None:
-            forward(message.events)
-        refresh_state = getattr(self.app.screen, "refresh_if_changed", None)
-        if refresh_state is not None and any(e["type"] == "state.changed" or e.get("state")
-                                             for e in message.events):
-            refresh_state(self.conversation.last_seq)
         if not self._sync_pending:
             # Events can arrive hundreds a second: redraw once per frame, not once a batch.
             self._sync_pending = True
@@ -385,10 +383,10 @@ class MainScreen(Screen[None]):
             self._created(session)
 
     def _focused_seq(self) -> int | None:
-        widget = self.focused
-        while widget is not None and not hasattr(widget, "block_key"):
-            widget = widget.parent  # type: ignore[assignment]
-        return getattr(widget, "seq", None)
+        node: DOMNode | None = self.focused
+        while node is not None and not isinstance(node, BlockWidget):
+            node = node.parent
+        return node.seq if isinstance(node, BlockWidget) else None
 
     def system_commands(self) -> Iterator[SystemCommand]:
         """Every action of this screen, for the command palette."""

@@ -68,7 +68,8 @@ class Replay:
         """Seconds to wait before the next event, at ``speed`` times the recorded pace."""
         if self.position == 0 or self.at_end:
             return 0.0
-        gap = (self.events[self.position]["ts"] - self.events[self.position - 1]["ts"]) / 1000
+        gap = (int(self.events[self.position]["ts"])
+               - int(self.events[self.position - 1]["ts"])) / 1000
         return min(max(gap, 0.0), MAX_GAP) / speed
 
 

@@ -1,9 +1,10 @@
 """The state screen: a session's tables and views, and a SQL box running ``state/query``.
 
-The main app pushes ``StateScreen(client, session_id)`` and calls
-:meth:`StateScreen.refresh_if_changed` when a ``state.changed`` event arrives for that
-session. Everything goes through ``client`` (``state/query`` and ``session/get``); the
-hub's guard makes every query read-only, so this screen cannot change anything.
+The main app pushes ``StateScreen(client, session_id)``; the screen hears of the session's
+events through the app's ``session_events`` signal and calls
+:meth:`StateScreen.refresh_if_changed` when one of them changed the state. Everything goes
+through ``client`` (``state/query`` and ``session/get``); the hub's guard makes every query
+read-only, so this screen cannot change anything.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from textual.widgets import DataTable, Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from axtui.client import HubClient
+from axtui.tui.hubapp import hub_app
+from axtui.tui.messages import SessionEvents
 from axtui.tui.widgets.status import StatusBar
 from server.protocol import ProtocolError
 
@@ -134,7 +137,8 @@ class StateScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Set the title and load the session and its tables."""
+        """Set the title and load the session and its tables; listen for state changes."""
+        hub_app(self).session_events.subscribe(self, self._session_events)
         self.title = f"State · {self.session_id}"
         self.query_one("#state-tables", OptionList).loading = True
         self._load_session()
@@ -155,6 +159,11 @@ class StateScreen(Screen[None]):
         if self._refresh_timer is not None:
             self._refresh_timer.stop()
         self._refresh_timer = self.set_timer(REFRESH_DELAY, self._refresh_now)
+
+    def _session_events(self, message: SessionEvents) -> None:
+        if message.session_id == self.session_id and any(
+                e.type == "state.changed" or e.state for e in message.events):
+            self.refresh_if_changed(message.events[-1].seq)
 
     # --- actions -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -23,8 +22,6 @@ from textual.widget import Widget
 from textual.widgets import Button, Collapsible, Markdown, Static
 
 from axtui.tui import model as m
-
-TimeFormat = Callable[[int], str]
 
 
 def clock(ts: int) -> str:
@@ -44,7 +41,7 @@ class BlockWidget(Widget):
     BlockWidget > .meta { height: 1; }
     """
 
-    time_format: ClassVar[TimeFormat] = staticmethod(clock)
+    time_format = staticmethod(clock)
 
     def __init__(self, block: m.Block) -> None:
         super().__init__(classes="block")
@@ -213,11 +210,11 @@ class PlanView(BlockWidget):
         assert isinstance(block, m.PlanBlock)
         text = Text("plan\n", style="bold")
         for entry in block.entries:
-            status = str(entry.get("status", "pending"))
+            status = entry.status
             style = {"completed": "dim strike", "in_progress": "bold"}.get(status, "")
             text.append(f"  {PLAN_ICONS.get(status, '○')} ", style="bold" if status ==
                         "in_progress" else "dim")
-            text.append(str(entry.get("content", "")) + "\n", style=style)
+            text.append(entry.content + "\n", style=style)
         text.rstrip()
         self.draw(text)
 
@@ -255,7 +252,7 @@ class PermissionPrompt(BlockWidget, can_focus=True):
         self.interactive = interactive
         self.can_focus = interactive
         self.request_id = block.request_id
-        self.options: list[dict[str, Any]] = block.options
+        self.options = block.options
         self.is_open = block.open
 
     def compose(self) -> ComposeResult:
@@ -263,10 +260,9 @@ class PermissionPrompt(BlockWidget, can_focus=True):
         yield Static(classes="body")
         with Horizontal(classes="options"):
             for n, option in enumerate(self.options[:9], start=1):
-                variant = "success" if str(option.get("kind", "")).startswith("allow") \
-                    else "error"
-                yield Button(f"{n} {option.get('name', option.get('optionId'))}",
-                             variant=variant, name=str(option.get("optionId")), compact=True)
+                yield Button(f"{n} {option.name or option.option_id}",
+                             variant="success" if option.kind.startswith("allow") else "error",
+                             name=option.option_id, compact=True)
         yield Static(classes="answer")
 
     def render_block(self, block: m.Block) -> None:
@@ -300,7 +296,7 @@ class PermissionPrompt(BlockWidget, can_focus=True):
         """Answer with the option numbered ``number`` (1-based)."""
         if self.is_open and self.interactive and 0 < number <= len(self.options):
             self.post_message(self.Answered(self.request_id,
-                                            str(self.options[number - 1].get("optionId"))))
+                                            self.options[number - 1].option_id))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -322,7 +318,7 @@ class StateChange(BlockWidget):
             text.append(f" · {block.changes} row{'s' if block.changes != 1 else ''}",
                         style="dim")
         for statement in block.statements[:5]:
-            text.append("\n  " + _clip(" ".join(str(statement.get("sql", "")).split()), 120))
+            text.append("\n  " + _clip(" ".join(statement.sql.split()), 120))
         if len(block.statements) > 5:
             text.append(f"\n  … {len(block.statements) - 5} more", style="dim")
         self.draw(text)

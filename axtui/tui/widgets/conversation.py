@@ -60,13 +60,12 @@ class ConversationView(VerticalScroll):
         fresh: list[BlockWidget] = []
         for key in keys:
             block = conversation.blocks[key]
-            widget = self._widgets.get(key)
-            if widget is None:
-                widget = widget_for(block, self.interactive)
-                self._widgets[key] = widget
-                fresh.append(widget)
+            shown = self._widgets.get(key)
+            if shown is None:
+                shown = self._widgets[key] = widget_for(block, self.interactive)
+                fresh.append(shown)
             else:
-                widget.show(block)
+                shown.show(block)
         if fresh:
             self.mount_all(fresh)
         hidden = len(conversation.blocks) - len(keys) + conversation.dropped

@@ -122,7 +122,8 @@ class SessionList(Vertical):
         session = self.sessions.get(session_id)
         if session is None or session_id == self.current:
             return 0
-        return max(0, session["headSeq"] - self._seen.get(session_id, session["headSeq"]))
+        head = int(session["headSeq"])
+        return max(0, head - self._seen.get(session_id, head))
 
     def focus_filter(self) -> None:
         """Put the cursor in the filter box."""

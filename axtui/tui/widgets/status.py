@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from axtui.tui.hubapp import hub_app
+
 
 class StatusBar(Static):
     """Connected or not, to which hub and as whom, on every screen (it follows the app's
@@ -22,12 +24,10 @@ class StatusBar(Static):
         self.note = ""
 
     def on_mount(self) -> None:
-        connection = getattr(self.app, "connection", None)
-        changed = getattr(self.app, "connection_changed", None)
-        if changed is not None:
-            changed.subscribe(self, lambda state: self.set_connection(*state))
-        if connection is not None:
-            self.set_connection(*connection)
+        app = hub_app(self)
+        app.connection_changed.subscribe(self, lambda state: self.set_connection(*state))
+        if app.connection is not None:
+            self.set_connection(*app.connection)
         else:
             self.display = False  # hosted by an app that has no hub connection of its own
 

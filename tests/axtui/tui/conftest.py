@@ -10,20 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.pilot import Pilot
 from textual.screen import Screen
 
 from axtui.client import HubClient
+from axtui.tui.hubapp import HubApp
 from server import protocol
-from server.hub import Hub
+from server.wiring import build_hub
 from tests.conftest import make_config
 
 # --- screen host (state and inspector screens) -----------------------------------------------
 
 
-class ScreenHost(App[None]):
-    """A bare app that pushes one screen and keeps what it is dismissed with.
+class ScreenHost(HubApp):
+    """A bare app that pushes one screen and keeps what it is dismissed with (a
+    :class:`HubApp` with no connection of its own: the screen's status line hides).
 
     ``cleanups`` are awaited when the app unmounts: snapshot tests start their hub inside the
     app's own event loop (``snap_compare`` runs the app itself) and stop it there.
@@ -62,7 +63,7 @@ def snapshot_host(
     app = ScreenHost()
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        hub = Hub(make_config(data_dir / "hub"))
+        hub = build_hub(make_config(data_dir / "hub"))
         await hub.start()
         app.cleanups.append(hub.stop)
         client = HubClient(hub.url, name="alice", kind="tui")

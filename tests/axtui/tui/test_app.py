@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from textual.widgets import OptionList
+
 from axtui.tui.model import NoticeBlock, PermissionBlock, TextBlock, ToolBlock, UserBlock
 from axtui.tui.screens.help import HelpScreen
 from axtui.tui.screens.inspector import InspectorScreen
@@ -293,6 +295,36 @@ async def test_function_keys_open_state_inspector_replay_and_help(
             await wait_until(pilot, lambda s=screen: isinstance(app.screen, s), screen.__name__)
             await pilot.press("escape")
             await wait_until(pilot, lambda: app.screen is app.main, "the main screen")
+    await other.close()
+
+
+async def test_the_inspector_and_the_state_view_hear_of_live_events(
+        hub_factory: HubFactory) -> None:
+    """Over the main screen, the inspector (F3) shows a new event of the open session as it
+    comes, and the state view (F2) shows a new table without a key press: both through the
+    app's session_events signal."""
+    hub = await hub_factory()
+    other = await client_on(hub)
+    await other.create_session(sessionId="live")
+    async with running_app(hub) as (app, pilot):
+        await open_session(app, pilot, "live")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: isinstance(app.screen, InspectorScreen)
+                         and not app.screen.busy, "the inspector")
+        inspector = app.screen
+        assert isinstance(inspector, InspectorScreen)
+        await other.publish("live", "user.message", {"text": "while inspecting"})
+        await settle(pilot, lambda: [e.type for e in inspector.events][-1:] == ["user.message"],
+                     "the live event in the inspector")
+        assert inspector.selected_seq == inspector.events[-1].seq == 2
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.main, "the main screen")
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, StateScreen), "the state view")
+        tables = app.screen.query_one("#state-tables", OptionList)
+        await other.exec("live", [{"sql": "CREATE TABLE tickets (id TEXT)"}])
+        await settle(pilot, lambda: any(tables.get_option_at_index(i).id == "tickets"
+                                        for i in range(tables.option_count)), "the new table")
     await other.close()
 
 

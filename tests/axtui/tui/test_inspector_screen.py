@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from axtui.client import HubClient
 from axtui.tui.screens.inspector import MAX_ROWS, InspectorScreen, event_source, event_summary
 from server.hub import Hub
+from server.sources import Source
 from tests.axtui.tui.conftest import FixedClock, ScreenHost, snapshot_host, wait_until
 from tests.conftest import HubFactory
 
@@ -133,7 +134,7 @@ async def test_type_filter(inspector_client: HubClient) -> None:
         table = screen.query_one("#inspector-events", DataTable)
         await pilot.press("t", "n", "o", "*", "enter")
         await wait_until(pilot, lambda: screen.types == ["no*"] and not screen.busy, "filter")
-        assert [e["type"] for e in screen.events] == ["note"] * 3
+        assert [e.type for e in screen.events] == ["note"] * 3
         assert table.row_count == 3
         assert "types no*" in status_text(app)
         await pilot.press("t", "ctrl+u", "enter")
@@ -251,9 +252,12 @@ async def test_copy_puts_the_json_on_the_clipboard(inspector_client: HubClient) 
 
 def test_sources_and_summaries_read_as_one_line() -> None:
     """Sources read name·client, agent name or hub; summaries are one short line."""
-    assert event_source({"kind": "client", "name": "alice", "client": "slack"}) == "alice·slack"
-    assert event_source({"kind": "agent", "name": "demo"}) == "agent demo"
-    assert event_source({"kind": "hub"}) == "hub"
+    def source(obj: dict[str, str]) -> str:
+        return event_source(Source.from_json(obj))
+
+    assert source({"kind": "client", "name": "alice", "client": "slack"}) == "alice·slack"
+    assert source({"kind": "agent", "name": "demo"}) == "agent demo"
+    assert source({"kind": "hub"}) == "hub"
     text = {"type": "agent.message", "data": {"text": "line one\n\nline two " + "x" * 200}}
     summary = event_summary(text)
     assert summary.startswith("line one line two") and len(summary) == 80

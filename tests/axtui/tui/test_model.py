@@ -75,7 +75,7 @@ def test_a_turn_has_one_plan_block_updated_in_place() -> None:
     convo.apply(ev("plan", {"entries": [{"content": "a", "status": "pending"}]}))
     convo.apply(ev("plan", {"entries": [{"content": "a", "status": "completed"}]}))
     plans = [b for b in convo.blocks.values() if isinstance(b, PlanBlock)]
-    assert len(plans) == 1 and plans[0].entries[0]["status"] == "completed"
+    assert len(plans) == 1 and plans[0].entries[0].status == "completed"
 
 
 def test_permission_answers_name_the_option_who_and_where() -> None:

@@ -16,6 +16,7 @@ from axtui.tui.screens.replay import ReplayScreen
 from axtui.tui.screenshots import turn
 from axtui.tui.widgets.blocks import PermissionPrompt
 from server.hub import Hub
+from server.wiring import build_hub
 from tests.axtui.tui.conftest import FixedClock, wait_until
 from tests.conftest import make_config
 
@@ -45,7 +46,7 @@ def snapshot(tmp_path: Path, stage: Stage, drive: Drive) -> tuple[SnapshotApp, A
     app = SnapshotApp()
 
     async def run_before(pilot: Pilot[None]) -> None:
-        app.hub = Hub(make_config(tmp_path / "hub"))
+        app.hub = build_hub(make_config(tmp_path / "hub"))
         await app.hub.start()
         async with HubClient(app.hub.url, name="script", kind="cli") as client:
             await stage(client)

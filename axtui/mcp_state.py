@@ -1,4 +1,4 @@
-"""``python -m server.mcp_state``: the MCP server that gives an agent its session's state.
+"""``python -m axtui.mcp_state``: the MCP server that gives an agent its session's state.
 
 The hub lists this program in every agent's ACP ``session/new`` ``mcpServers``
 (:func:`server.supervisor.state_server`); the agent starts it and talks MCP over its
@@ -6,7 +6,7 @@ stdin/stdout. It reads three environment variables, all required:
 
 - ``AXTUI_HUB_URL``: the hub's websocket URL;
 - ``AXTUI_HUB_TOKEN``: a token the hub minted for that agent process, good only for the
-  state methods on its own session (:func:`server.hub.check_agent_scope`);
+  state methods on its own session (:func:`server.auth.check_agent_scope`);
 - ``AXTUI_SESSION_ID``: the session whose state the tools reach.
 
 Tools: ``query_state`` (``state/query``), ``exec_state`` (``state/exec``, recorded by the
