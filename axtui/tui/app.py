@@ -10,6 +10,7 @@ from typing import Any
 from textual.app import SystemCommand
 from textual.screen import Screen
 
+from axtui.backoff import Backoff
 from axtui.client import HubAuthError, HubClient, HubUnavailable
 from axtui.tui.hubapp import HubApp
 from axtui.tui.messages import Connection, SessionDeleted, SessionUpdated
@@ -53,7 +54,7 @@ class AxtuiApp(HubApp):
             await self.client.close()
 
     async def _connect(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             client = HubClient(self.server, token=self.token, name="axtui-tui", kind="tui")
             client.on_status = self._on_status
@@ -65,8 +66,7 @@ class AxtuiApp(HubApp):
                 return
             except HubUnavailable as exc:
                 self._connection(False, f"{exc}; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
+                await asyncio.sleep(backoff.next())
                 continue
             self.client = client
             principal = client.principal

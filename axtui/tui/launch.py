@@ -7,6 +7,7 @@ import sys
 import threading
 
 from axtui.embedded import HubAlreadyRunning, embedded_hub
+from axtui.exitcodes import ExitCode
 from axtui.headless import CommandError
 from server.config import Config
 
@@ -71,7 +72,7 @@ def open_tui(config: Config, server: str | None, token: str | None,
         print(f"axtui: {exc.message}", file=sys.stderr)
         return exc.code
     AxtuiApp(target.url, target.token, session_id=session_id).run()
-    return 0
+    return ExitCode.OK
 
 
 def open_up(config: Config) -> int:
@@ -87,9 +88,9 @@ def open_up(config: Config) -> int:
         return open_tui(config, None, None, None)
     except (OSError, CommandError) as exc:
         print(f"axtui: cannot start the hub: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         AxtuiApp(url, None, label=f"local hub {url}").run()
     finally:
         hub.stop()
-    return 0
+    return ExitCode.OK

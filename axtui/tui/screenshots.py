@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def to_png(svg: Path) -> Path | None:
     """Render ``svg`` to PNG with cairosvg or rsvg-convert, whichever is here."""
     png = svg.with_suffix(".png")
     try:
-        import cairosvg  # type: ignore[import-not-found, unused-ignore]
+        import cairosvg  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         if shutil.which("rsvg-convert") is None:
             return None
@@ -156,6 +157,9 @@ async def main(out: Path, size: tuple[int, int]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="axtui-shots-") as data_dir:
         config = load_config(None).with_overrides(data_dir=Path(data_dir))
+        demo = config.agents["demo"]
+        slow_demo = replace(demo, env={**demo.env, "AXTUI_DEMO_PAUSE": "0.25"})
+        config = replace(config, agents={**config.agents, "demo": slow_demo})
         async with embedded_hub(config) as url:
             written = await shoot(url, out, size)
     for svg in written:

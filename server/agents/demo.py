@@ -36,6 +36,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -86,7 +87,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("axtui.demo")
 
 STATE_SERVER = "axtui-state"  # the name the hub gives its state MCP server
-PAUSE = 0.03  # seconds between streamed updates: visible, and the turn stays short
+# Seconds between streamed updates: visible, and the turn stays short. The screenshot
+# script slows it down so that a reply is caught mid-stream on any machine.
+PAUSE = float(os.environ.get("AXTUI_DEMO_PAUSE", "0.03"))
 LOOKUP_TIME = 0.15  # seconds the scripted lookup "runs"
 STATE_TIMEOUT = 20.0  # seconds the write may take, the state server's start included
 TITLE_LENGTH = 60
