@@ -6,6 +6,7 @@ usage or config, 3 cannot reach or authenticate with the hub, 130 interrupted.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,14 +39,17 @@ def _load(config_path: Path | None, **overrides: object):  # type: ignore[no-unt
 
 def _run_hub(config) -> None:  # type: ignore[no-untyped-def]
     from server.app import run, serve_until_stopped, setup_logging
-    from server.catalog import DataDirLocked
+    from server.catalog import CatalogUnreadable, DataDirLocked
 
     setup_logging(config)
     try:
         run(serve_until_stopped(config))
-    except DataDirLocked as exc:
+    except (DataDirLocked, CatalogUnreadable) as exc:
         _fail(str(exc))
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            _fail(f"port {config.hub.port} is already in use on {config.hub.host}: pass another"
+                  " --port (0 picks a free one)")
         _fail(f"cannot listen on {config.hub.host}:{config.hub.port}: {exc}")
 
 
@@ -110,7 +114,7 @@ def tui(config_path: Path | None, server: str | None, token: str | None,
 
 
 # --- headless commands (issue 6): exec, replay, export, import, publish, state, sessions,
-# fork, agents ---
+# fork, delete, agents ---
 
 
 def _hub_options(fn: _Command) -> _Command:
@@ -338,6 +342,30 @@ def fork(config_path: Path | None, server: str | None, token: str | None, sessio
 
     _finish(run_fork(_target(config_path, server, token), session_id, at_seq, new_id, title,
                      agent, as_json))
+
+
+@main.command()
+@_hub_options
+@click.argument("session_id", metavar="SESSION")
+@click.option("--yes", is_flag=True, help="Delete without asking (needed without a terminal).")
+def delete(config_path: Path | None, server: str | None, token: str | None, session_id: str,
+           yes: bool) -> None:
+    """Delete a session, its events and its state (admin); asks first at a terminal."""
+    from axtui.commands import delete_question, delete_session, describe_session
+    from axtui.headless import run
+
+    target = _target(config_path, server, token)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("delete asks first, and stdin is not a terminal: pass --yes to delete"
+                  " without asking")
+        session: dict[str, Any] = {}
+        code = run(describe_session(target, session_id, session))
+        if code != ExitCode.OK:
+            sys.exit(code)
+        if not click.confirm(delete_question(session), default=False, err=True):
+            _fail(f"session {session_id} was not deleted", ExitCode.FAILED)
+    _finish(delete_session(target, session_id))
 
 
 @main.command()

@@ -22,14 +22,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from axtui import __version__
 from axtui.backoff import Backoff
 from server.jsonrpc import JsonRpcPeer, Notification
+from server.local_secret import secret_for
 from server.protocol import (
     PROTOCOL_VERSION,
     CannotResume,
@@ -38,6 +40,7 @@ from server.protocol import (
     error_from_json,
 )
 from server.redact import protect_logs
+from server.sandbox import UNIX_SCHEME
 
 log = logging.getLogger("axtui.client")
 
@@ -205,12 +208,21 @@ class HubClient:
     # --- connection ------------------------------------------------------------------------
 
     async def _open(self) -> ClientConnection:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        # No token for a hub of this machine in local mode: its secret, read from its data
+        # dir (found through the runtime dir), if we may read it.
+        token = self.token or secret_for(self.url)
+        if token != self.token:
+            protect_logs([token])
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        options: dict[str, Any] = {
+            "additional_headers": headers, "open_timeout": self.open_timeout, "max_size": None,
+            "compression": None, "user_agent_header": f"axtui/{__version__}"}
         try:
-            ws = await connect(
-                self.url, additional_headers=headers, open_timeout=self.open_timeout,
-                max_size=None, compression=None, user_agent_header=f"axtui/{__version__}",
-            )
+            if self.url.startswith(UNIX_SCHEME):  # a sandboxed agent's way in, no network
+                ws = await unix_connect(unquote(self.url.removeprefix(UNIX_SCHEME)),
+                                        "ws://localhost/ws", **options)
+            else:
+                ws = await connect(self.url, **options)
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise HubAuthError(f"the hub at {self.url} refused the token") from None

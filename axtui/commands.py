@@ -1,4 +1,5 @@
-"""The short headless commands: ``sessions``, ``fork``, ``agents``, ``publish``, ``state``.
+"""The short headless commands: ``sessions``, ``fork``, ``delete``, ``agents``, ``publish``,
+``state``.
 
 Each is one coroutine returning the exit code; tables for people (rich), JSON with
 ``--json`` for machines.
@@ -6,6 +7,7 @@ Each is one coroutine returning the exit code; tables for people (rich), JSON wi
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any
@@ -15,8 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from axtui.exitcodes import ExitCode
-from axtui.headless import Target, connect, usage_error
+from axtui.headless import CommandError, Target, connect, usage_error
 from axtui.render import clock
+from axtui.terminal import safe_text
+from server.protocol import InvalidParams
 
 
 def _console() -> Console:
@@ -45,22 +49,43 @@ def _date(ms: int) -> str:
 
 
 async def list_sessions(target: Target, agent: str | None, as_json: bool) -> ExitCode:
-    """``axtui sessions``: every session, newest activity first."""
+    """``axtui sessions``: every session, newest activity first; a table on a terminal
+    (ids are never cut), tab-separated lines when piped."""
     async with connect(target) as hub:
         sessions = [s async for s in hub.list_sessions(agent)]
     if as_json:
         for session in sessions:
             print_json(session)
         return ExitCode.OK
+    rows = [(s["sessionId"], s.get("title") or "", s.get("agent") or "-",
+             s.get("agentState", ""), str(s.get("headSeq", 0)),
+             _date(int(s.get("updatedAt", 0)))) for s in sessions]
+    if not sys.stdout.isatty():
+        # For `cut -f1` and friends: whole fields, one line a session, no header or padding.
+        for row in rows:
+            print("\t".join(re.sub(r"[\t\r\n]", " ", safe_text(f)) for f in row))
+        return ExitCode.OK
     table = Table(box=None, header_style="bold")
     for column in ("session", "title", "agent", "state", "head", "updated"):
-        table.add_column(column, justify="right" if column == "head" else "left")
-    for s in sessions:
-        table.add_row(s["sessionId"], s.get("title") or "", s.get("agent") or "-",
-                      s.get("agentState", ""), str(s.get("headSeq", 0)),
-                      _date(int(s.get("updatedAt", 0))))
+        table.add_column(column, justify="right" if column == "head" else "left",
+                         overflow="fold" if column == "session" else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
     _console().print(table)
     return ExitCode.OK
+
+
+FORK_FLAGS = {"atSeq": "--at-seq", "newSessionId": "--session", "title": "--title",
+              "agent": "--agent"}
+
+
+def in_flag_words(exc: InvalidParams, flags: dict[str, str]) -> CommandError:
+    """The hub's complaint about a parameter, naming the command's flag instead."""
+    param = exc.data.get("param") if isinstance(exc.data, dict) else None
+    message = exc.message.rstrip(".")
+    if isinstance(param, str) and param in flags:
+        message = re.sub(rf"\b{re.escape(param)}\b", flags[param], message)
+    return CommandError(message)
 
 
 async def fork(target: Target, session_id: str, at_seq: int | None, new_id: str | None,
@@ -72,13 +97,40 @@ async def fork(target: Target, session_id: str, at_seq: int | None, new_id: str 
         if value is not None:
             params[key] = value
     async with connect(target) as hub:
-        session = (await hub.call("session/fork", params))["session"]
+        try:
+            session = (await hub.call("session/fork", params))["session"]
+        except InvalidParams as exc:
+            raise in_flag_words(exc, FORK_FLAGS) from None
     if as_json:
         print_json(session)
     else:
         print(session["sessionId"])
         print(f"forked {session_id} at seq {session['headSeq'] - 1} into {session['sessionId']}",
               file=sys.stderr)
+    return ExitCode.OK
+
+
+async def describe_session(target: Target, session_id: str, into: dict[str, Any]) -> ExitCode:
+    """Put the Session ``session_id`` into ``into`` (what ``delete`` shows before asking)."""
+    async with connect(target) as hub:
+        into.update(await hub.get_session(session_id))
+    return ExitCode.OK
+
+
+def delete_question(session: dict[str, Any]) -> str:
+    """What ``axtui delete`` asks at a terminal: the session, named so it is recognised."""
+    title = safe_text(str(session.get("title") or ""))
+    events = int(session.get("headSeq", 0))
+    return (f"Delete session {safe_text(str(session['sessionId']))}"
+            f"{f' ({title!r})' if title else ''}, {events} event{'s' if events != 1 else ''}"
+            ", and its state? This cannot be undone")
+
+
+async def delete_session(target: Target, session_id: str) -> ExitCode:
+    """``axtui delete``: remove the session's log and state (admin)."""
+    async with connect(target) as hub:
+        await hub.call("session/delete", {"sessionId": session_id})
+    print(f"deleted session {session_id}", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -4,20 +4,23 @@ dir, on an ephemeral loopback port, reached through :class:`HubClient` like any 
 It runs in local mode (no tokens; loopback only) whatever ``auth.tokens`` says, since it
 lives only as long as the command. Its log goes to ``data_dir/logs/hub.log``, not to the
 terminal. A hub (``axtui up`` or ``axtui serve``) already running on the data dir holds its
-lock: the command then says so and suggests ``--server``.
+lock: :func:`running_hub` then finds it (its advertised URL and secret), so the command
+can use that hub instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 from axtui.exitcodes import ExitCode
-from axtui.headless import CommandError, usage_error
+from axtui.headless import CommandError, Target, usage_error
 from server.catalog import DataDirLocked
 from server.config import Config
+from server.local_secret import URL_FILE, secret_for
 from server.redact import protect_logs
 from server.runner import log_formatter
 from server.wiring import build_hub
@@ -48,6 +51,18 @@ class HubAlreadyRunning(CommandError):
     """Another hub holds the data dir's lock."""
 
 
+def running_hub(config: Config) -> Target | None:
+    """The local-mode hub that runs on the data dir (``axtui up``, ``axtui serve``) as it
+    advertised itself there, with its secret; None if it did not (a token-mode hub)."""
+    data_dir = config.hub.data_dir
+    try:
+        url = (data_dir / URL_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    token = secret_for(url, [data_dir])
+    return Target(url, token) if token else None
+
+
 @contextlib.asynccontextmanager
 async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
     """Run a hub for the duration of the block (on ``port``, by default a free one); yields
@@ -69,6 +84,9 @@ async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
                 f" --server {config.client.server}", ExitCode.USAGE
             ) from None
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(f"port {port} is already in use: pass another --port (0"
+                                   " picks a free one)", ExitCode.USAGE) from None
             raise CommandError(f"cannot start the embedded hub: {exc}", ExitCode.USAGE) from None
         try:
             yield hub.url

@@ -3,7 +3,8 @@
 The run is attached to one *goal turn*: the turn triggered by the ``--input`` it
 published, or, with ``--resume``, the session's queued or running turn. It prints every
 event of the session from its starting point until that turn ends: exit 0 on
-``turn.completed``, 1 on ``turn.failed``.
+``turn.completed``, 1 on ``turn.failed``, and 1 with the reason when the agent cannot be
+started for it (``agent.status failed`` before the turn began: it gets no turn).
 
 Where printing starts: after ``--last-seq N`` if given; else a new session from seq 1, an
 existing one from its head before the input is published, and a resumed one from just
@@ -37,12 +38,14 @@ from typing import Any
 import click
 
 from axtui.client import HubClient, Subscription
-from axtui.embedded import embedded_hub
+from axtui.embedded import HubAlreadyRunning, embedded_hub, running_hub
 from axtui.exitcodes import ExitCode
 from axtui.headless import CommandError, Target, connect, usage_error
 from axtui.render import EventPrinter
-from server.protocol import Conflict, ProtocolError
+from axtui.terminal import safe_text
+from server.protocol import Conflict, NotFound, ProtocolError
 from server.runner import on_signals
+from server.sources import Source
 
 CANCEL_WAIT = 8.0  # seconds to wait for the cancelled turn to end (the hub kills after 5)
 TURN_ENDS = ("turn.completed", "turn.failed")
@@ -96,8 +99,16 @@ async def run_exec(config: Any, target: Target | None, opts: ExecOptions) -> Exi
     """Run ``axtui exec`` against ``target``, or an embedded hub when it is None."""
     check_options(opts)
     if target is None:
-        async with embedded_hub(config) as url:
-            return await _run(Target(url), opts)
+        try:
+            async with embedded_hub(config) as url:
+                return await _run(Target(url), opts)
+        except HubAlreadyRunning:
+            # `axtui up` holds the data dir: run the turn on that hub, as `publish` does.
+            running = running_hub(config)
+            if running is None:
+                raise
+            note(f"using the hub already running on {config.hub.data_dir} ({running.url})")
+            return await _run(running, opts)
     return await _run(target, opts)
 
 
@@ -107,8 +118,9 @@ async def _run(target: Target, opts: ExecOptions) -> ExitCode:
 
 
 def note(text: str) -> None:
-    """A line for the person on stderr (stdout is the event stream)."""
-    click.echo(f"axtui: {text}", err=True)
+    """A line for the person on stderr (stdout is the event stream); it may quote an
+    event or the hub, so it is made safe for the terminal."""
+    click.echo(f"axtui: {safe_text(text)}", err=True)
 
 
 class ExecRun:
@@ -126,6 +138,9 @@ class ExecRun:
         self.interrupted = False
         self._timeout: asyncio.Timeout | None = None
         self._prompt: asyncio.Future[str | None] | None = None
+        self._asking: str | None = None  # the request id the terminal prompt is about
+        self._line: asyncio.Future[str | None] | None = None  # the stdin read under way
+        self._answering: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._main_task: asyncio.Task[Any] | None = None
 
@@ -153,6 +168,8 @@ class ExecRun:
             except TimeoutError:
                 pass  # Ctrl+C and the cancelled turn did not end in time
             finally:
+                if self._answering is not None:  # the turn ended: nothing left to answer
+                    self._answering.cancel()
                 await sub.close()
         self.printer.close()
         if self.interrupted:
@@ -164,14 +181,14 @@ class ExecRun:
 
     async def _attach(self) -> Attachment:
         opts, hub = self.opts, self.hub
+        created = opts.session is None
         if opts.session is None:
-            assert opts.input is not None
-            agent = opts.agent or await self._default_agent()
-            title = opts.title if opts.title is not None else opts.input.splitlines()[0][:80]
-            session = await hub.create_session(agent=agent, title=title)
-            note(f"session {session['sessionId']} (agent {agent})")
+            session = await self._create()
+            note(f"session {session['sessionId']} (agent {session['agent']})")
         else:
-            session = await hub.get_session(opts.session)
+            session, created = await self._named_session(opts.session)
+            if created:
+                note(f"created session {opts.session} (agent {session['agent']})")
             if not session.get("agent"):
                 raise CommandError(f"session {opts.session} has no agent: no turn would run")
             if opts.agent is not None and opts.agent != session["agent"]:
@@ -179,8 +196,7 @@ class ExecRun:
                                   f" --agent {opts.agent} does not apply")
         sid, head = session["sessionId"], session["headSeq"]
         if opts.input is not None:
-            after = opts.last_seq if opts.last_seq is not None else (
-                0 if opts.session is None else head)
+            after = opts.last_seq if opts.last_seq is not None else (0 if created else head)
             # Subscribing from `after` shows every event after it, whenever it comes.
             result = await hub.publish(sid, "user.message", {"text": opts.input},
                                        idempotency_key=f"axtui-exec-{os.urandom(8).hex()}")
@@ -190,6 +206,32 @@ class ExecRun:
         if after > head:
             raise CommandError(f"--last-seq {after} is ahead of session {sid}'s head ({head})")
         return Attachment(sid, after, head, goal)
+
+    async def _create(self, session_id: str | None = None) -> dict[str, Any]:
+        """A new session (named ``session_id``) with ``--agent`` or the hub's first agent."""
+        opts = self.opts
+        assert opts.input is not None
+        params: dict[str, Any] = {
+            "agent": opts.agent or await self._default_agent(),
+            "title": opts.title if opts.title is not None else opts.input.splitlines()[0][:80],
+        }
+        if session_id is not None:
+            params["sessionId"] = session_id
+        return await self.hub.create_session(**params)
+
+    async def _named_session(self, session_id: str) -> tuple[dict[str, Any], bool]:
+        """The session ``--session`` names and whether it was created: with ``--input`` a
+        new name is created (a CI job names its session after its build), as
+        ``ax exec --conversation`` does; ``--resume`` needs one that exists."""
+        try:
+            return await self.hub.get_session(session_id), False
+        except NotFound:
+            if self.opts.input is None:
+                raise
+        try:
+            return await self._create(session_id), True
+        except Conflict:  # another run created it meanwhile: join that one
+            return await self.hub.get_session(session_id), False
 
     async def _default_agent(self) -> str:
         agents = (await self.hub.call("agents/list"))["agents"]
@@ -229,8 +271,14 @@ class ExecRun:
                 event is self.goal.ended or self.last_seq >= head
             ):
                 return
-            if self.open_requests and self.last_seq >= self.caught_up_at:
-                await self._answer_open_requests()
+            answering = self._answering
+            if answering is not None and answering.done():
+                self._answering = None
+                answering.result()  # a lost connection while answering ends the run
+            if (self.open_requests and self.last_seq >= self.caught_up_at
+                    and self._answering is None):
+                # Beside the feed, so an answer from another client ends the prompt.
+                self._answering = asyncio.create_task(self._answer_open_requests())
 
     def _track(self, event: dict[str, Any]) -> None:
         kind, data, goal = event["type"], event.get("data") or {}, self.goal
@@ -240,15 +288,28 @@ class ExecRun:
                 self._spawn(self._cancel())
         elif kind in TURN_ENDS and goal.turn_id is not None and data.get("turnId") == goal.turn_id:
             goal.ended = event
+        elif (kind == "agent.status" and data.get("state") == "failed" and goal.turn_id is None
+              and goal.trigger_seq is not None and event["seq"] > goal.trigger_seq):
+            goal.ended = event  # the agent could not start: the trigger gets no turn
         elif (kind == "permission.request" and goal.turn_id is not None
               and event.get("turnId") == goal.turn_id):
             self.open_requests[str(data.get("requestId"))] = data
         elif kind == "permission.response":
-            self.open_requests.pop(str(data.get("requestId")), None)
+            request_id = str(data.get("requestId"))
+            # Our own answer was popped before it was sent: only another client's is news.
+            if self.open_requests.pop(request_id, None) is not None and request_id == self._asking:
+                who = Source.from_json(event.get("source")).label()
+                note(f"permission request {request_id} answered by {who}")
+                if self._prompt is not None and not self._prompt.done():
+                    self._prompt.set_result(None)
 
     def _outcome(self) -> ExitCode:
         ended = self.goal.ended
         if ended is None:
+            return ExitCode.FAILED
+        if ended["type"] == "agent.status":
+            reason = str((ended.get("data") or {}).get("reason") or "no reason given")
+            note(f"the agent could not start: {reason}")
             return ExitCode.FAILED
         if ended["type"] == "turn.failed":
             data = ended.get("data") or {}
@@ -264,7 +325,13 @@ class ExecRun:
             if request_id not in self.open_requests or self.interrupted:
                 continue
             options = [o for o in data.get("options") or [] if isinstance(o, dict)]
-            choice = await self._choose(data, options)
+            self._asking = request_id
+            try:
+                choice = await self._choose(data, options)
+            finally:
+                self._asking = None
+            if request_id not in self.open_requests:
+                continue  # another client answered it meanwhile
             answer: dict[str, Any] = {"requestId": request_id}
             if choice is None:
                 answer["outcome"] = "cancelled"
@@ -294,33 +361,46 @@ class ExecRun:
         menu = "  ".join(f"[{k}] {o.get('name', o['optionId'])}"
                          for k, o in zip(keys, options, strict=True))
         self.printer.close()
-        while True:
-            line = await self._ask(f"Permission: {title}\n  {menu}  [c] cancel\n> ")
+        request_id = str(data.get("requestId"))
+        while request_id in self.open_requests:
+            line = await self._ask(safe_text(f"Permission: {title}\n  {menu}  [c] cancel\n> "))
             if line is None or line.strip().lower() in ("c", "cancel"):
                 return None
             if line.strip() in keys:
                 return keys[line.strip()]
+        return None
 
     async def _ask(self, prompt: str) -> str | None:
-        """Read a line in a daemon thread, so Ctrl+C (and exiting) never waits for it."""
+        """The next line typed, or None when the prompt is settled first (Ctrl+C, or another
+        client answered). Lines are read in a daemon thread, so Ctrl+C (and exiting) never
+        waits for one; a read still under way is kept for the next prompt, so a line typed
+        late is never lost to a thread nobody listens to."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str | None] = loop.create_future()
-        self._prompt = future
+        self._prompt = loop.create_future()
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        line = self._line
+        if line is None:
+            line = self._line = loop.create_future()
 
-        def settle(value: str | None) -> None:
-            if not future.done():
-                future.set_result(value)
+            def settle(value: str | None, line: asyncio.Future[str | None] = line) -> None:
+                if not line.done():
+                    line.set_result(value)
 
-        def read() -> None:
-            try:
-                line: str | None = input(prompt)
-            except (EOFError, OSError):
-                line = None
-            loop.call_soon_threadsafe(settle, line)
+            def read() -> None:
+                try:
+                    text: str | None = input()
+                except (EOFError, OSError):
+                    text = None
+                loop.call_soon_threadsafe(settle, text)
 
-        threading.Thread(target=read, daemon=True, name="permission prompt").start()
+            threading.Thread(target=read, daemon=True, name="permission prompt").start()
         try:
-            return await future
+            await asyncio.wait([line, self._prompt], return_when=asyncio.FIRST_COMPLETED)
+            if line.done():
+                self._line = None
+                return line.result()
+            return None
         finally:
             self._prompt = None
 

@@ -21,6 +21,7 @@ import click
 
 from axtui.client import ConnectionLost, HubAuthError, HubClient, HubUnavailable
 from axtui.exitcodes import ExitCode
+from server.local_secret import secret_for
 from server.protocol import ProtocolError
 
 
@@ -47,12 +48,13 @@ class Target:
 
 
 def resolve_target(config: Any, server: str | None, token: str | None) -> Target:
-    """``--server`` or the config's ``client.server``; ``--token``/``AXTUI_TOKEN`` or the
-    config's ``client.token``."""
+    """``--server`` or the config's ``client.server``; ``--token``/``AXTUI_TOKEN``, the
+    config's ``client.token``, or the secret of the local-mode hub at that URL, when it
+    runs on the configured data dir (or advertised its own: :mod:`server.local_secret`)."""
     url = server or config.client.server
     if not url.startswith(("ws://", "wss://")):
         raise usage_error(f"--server must be a ws:// or wss:// URL (got {url!r})")
-    return Target(url, token or config.client.token)
+    return Target(url, token or config.client.token or secret_for(url, [config.hub.data_dir]))
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +68,8 @@ async def connect(target: Target, *, reconnect: bool = False) -> AsyncIterator[H
         raise CommandError(f"{exc} (check --token or AXTUI_TOKEN)",
                            ExitCode.UNREACHABLE) from None
     except HubUnavailable as exc:
-        raise CommandError(str(exc), ExitCode.UNREACHABLE) from None
+        raise CommandError(f"{exc} (is a hub running? start one with `axtui up` (hub and"
+                           " TUI) or `axtui serve`)", ExitCode.UNREACHABLE) from None
     try:
         yield client
     finally:

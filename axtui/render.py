@@ -14,7 +14,9 @@ a bridge published on someone's behalf shows the person as the name and ends wit
      12 14:05:01.004 Bob/slack      user.message         Is the export fixed? (sent by slackbot)
 
 Colours only on a terminal (rich decides). The JSON Lines form is one event per line, exactly as
-the hub sent it.
+the hub sent it. Neither form lets an event drive the terminal: the pretty form goes through
+:func:`axtui.terminal.safe_text` (escape sequences and control characters removed), the JSON
+Lines write what JSON leaves raw as ``\\u`` escapes (:func:`axtui.terminal.safe_json_line`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from axtui.terminal import safe_json_line, safe_value
 from server.events import (
     AgentStatus,
     AgentText,
@@ -79,9 +82,18 @@ def _statements(statements: tuple[Statement, ...]) -> list[str]:
     return [s.sql + (f"  {_compact(s.params)}" if s.params else "") for s in statements]
 
 
+def safe_event(event: Event | Mapping[str, Any]) -> Event:
+    """The event (parsed, or as the hub sent it) with every string made safe to print."""
+    return as_event(safe_value(event.raw if isinstance(event, Event) else event))
+
+
 def body_lines(event: Event | Mapping[str, Any]) -> list[str]:
-    """The readable body of an event (parsed, or as the hub sent it), one or a few lines."""
-    event = as_event(event)
+    """The readable body of an event (parsed, or as the hub sent it), one or a few lines,
+    safe to print (:func:`safe_event`)."""
+    return _body_lines(safe_event(event))
+
+
+def _body_lines(event: Event) -> list[str]:
     lines = _BODIES.get(event.type, _custom)(event, event.data)
     return lines + [f"state: {line}" for line in _statements(event.state)]
 
@@ -192,11 +204,11 @@ class EventPrinter:
         """Show one event (parsed, or as the hub sent it)."""
         if self.jsonl:
             out = self.file or sys.stdout
-            out.write(orjson.dumps(event.raw if isinstance(event, Event) else event).decode()
-                      + "\n")
+            encoded = orjson.dumps(event.raw if isinstance(event, Event) else event).decode()
+            out.write(safe_json_line(encoded) + "\n")
             out.flush()
             return
-        event = as_event(event)
+        event = safe_event(event)
         kind, data = event.type, event.data
         style = TYPE_STYLES.get(kind, "")
         if isinstance(data, AgentText) and self.stream_chunks and not data.complete:
@@ -214,7 +226,7 @@ class EventPrinter:
                 and data.message_id in self._streamed:
             self._streamed.discard(data.message_id)
             return  # its text is on the screen already
-        lines = body_lines(event)
+        lines = _body_lines(event)
         line = self._head(event, kind)
         line.append(lines[0], style)
         line.append(principal_note(event.source), "dim")

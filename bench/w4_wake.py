@@ -5,7 +5,10 @@ One hub, three echo agents that differ only in their timers: ``echo`` (``idle_ti
 0.05 s, ``idle_timeout`` 60 s: the process is kept but paused with SIGSTOP) and
 ``echo-warm`` (``idle_timeout`` 60 s, no freezing: the process waits, running). Each has
 its own session, its own subscribing ``HubClient`` (subscribed at the head beforehand,
-so the session stays open) and one publishing ``HubClient`` for all.
+so the session stays open) and one publishing ``HubClient`` for all. The agents run in
+their bwrap sandbox (the default), and a fourth, ``echo-unsandboxed`` (``sandbox: none``,
+otherwise as ``echo``), measures the wake from suspended without it: the difference is
+what the sandbox costs a wake (the frozen and warm wakes start no process).
 
 A wake is timed from just before ``session/publish`` of a ``user.message`` is sent until
 the subscriber is handed the first event whose ``source.kind`` is ``agent`` (the first
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ from axtui.client import HubClient, Subscription
 from bench import common
 from bench.common import Figure, WorkloadResult, at_most, percentile
 from bench.hub import HubUnderTest, echo_agent, process_state, status_kib, write_config
+from server import sandbox
 
 WAKES, QUICK_WAKES = 20, 5
 IDLE_TIMEOUT = 0.2  # seconds: the suspending agent's processes stop this long after a turn
@@ -49,14 +55,17 @@ FREEZE_AFTER = 0.05  # seconds: the freezing agent's process is paused this long
 LONG_IDLE = 60.0  # seconds: the frozen and warm agents are not suspended during the run
 WARM_PAUSE = 0.05  # seconds between a turn's end and the next warm wake
 TARGET_SUSPENDED_MS, TARGET_FROZEN_MS = 150.0, 10.0
+TARGET_SANDBOX_MS = 20.0  # what the sandbox may add to a wake from suspended (p50)
 TIMEOUT = 30.0  # seconds for any one thing the bench waits for
 OTHER_SESSIONS, QUICK_OTHER_SESSIONS = 1000, 200  # open during the last series
 CREATE_WINDOW = 50  # session/create requests in flight while opening them
-AGENTS = {
+AGENTS: dict[str, tuple[str, dict[str, object]]] = {
     "suspended": ("echo", {"idle_timeout": IDLE_TIMEOUT}),
+    "unsandboxed": ("echo-unsandboxed", {"idle_timeout": IDLE_TIMEOUT, "sandbox": "none"}),
     "frozen": ("echo-frozen", {"idle_timeout": LONG_IDLE, "freeze_after": FREEZE_AFTER}),
     "warm": ("echo-warm", {"idle_timeout": LONG_IDLE}),
 }
+SUSPENDING = ("suspended", "unsandboxed")  # the kinds whose process stops between wakes
 
 Event = dict[str, Any]
 
@@ -205,7 +214,7 @@ async def _series(kind: str, publisher: HubClient, url: str, wakes: int,
             first = await _wake(publisher, sid, watcher, 0)
             pid = first.pid
             for n in range(1, wakes + 1):
-                if kind == "suspended":
+                if kind in SUSPENDING:
                     await watcher.until(_status("suspended"))
                 elif kind == "frozen":
                     assert pid is not None
@@ -216,10 +225,10 @@ async def _series(kind: str, publisher: HubClient, url: str, wakes: int,
                     await asyncio.sleep(WARM_PAUSE)
                 wake = await _wake(publisher, sid, watcher, n)
                 out.wakes.append(wake)
-                if kind == "suspended" and wake.statuses != ["starting", "ready"]:
+                if kind in SUSPENDING and wake.statuses != ["starting", "ready"]:
                     out.problems.append(f"{label} wake {n}: agent.status {wake.statuses},"
                                         " expected starting then ready")
-                elif kind != "suspended" and wake.statuses:
+                elif kind not in SUSPENDING and wake.statuses:
                     out.problems.append(f"{label} wake {n}: agent.status {wake.statuses}: the"
                                         " agent's process was not kept")
         finally:
@@ -227,17 +236,23 @@ async def _series(kind: str, publisher: HubClient, url: str, wakes: int,
     return out, first
 
 
-def _agent_floor(runs: int = 5) -> float:
+def _agent_floor(runs: int = 5, *, sandboxed: bool = False) -> float:
     """The floor under a cold start: launching the echo agent (through ``setpriv`` where the
-    hub uses it) with stdin at EOF, so it exits at once; median seconds of ``runs``."""
+    hub uses it, in a bwrap sandbox if ``sandboxed``) with stdin at EOF, so it exits at
+    once; median seconds of ``runs``."""
     argv = [sys.executable, "-m", "server.agents.echo"]
-    if setpriv := shutil.which("setpriv"):
-        argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as workspace:
+        if sandboxed:
+            argv = sandbox.sandbox_argv(argv, workspace=Path(workspace), hidden=[],
+                                        network=True)
+        if setpriv := shutil.which("setpriv"):
+            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           check=True)
+            times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -265,9 +280,12 @@ async def _measure(hub: HubUnderTest, wakes: int, others: int,
 def run(workdir: Path, *, quick: bool) -> WorkloadResult:
     """Run W4 on a fresh data dir under ``workdir``."""
     state = workdir / "echo-state"  # so that a restarted echo resumes its conversation
-    agents = {name: echo_agent(**keys, env={"AXTUI_ECHO_STATE": str(state)})
+    confined: dict[str, object] = {"sandbox": {"writable": [str(state)]}}  # state outlives
+    agents = {name: echo_agent(**(confined | keys), env={"AXTUI_ECHO_STATE": str(state)})
               for name, keys in AGENTS.values()}
-    config = write_config(workdir / "w4.yaml", agents=agents)
+    # As root the hub runs agents as nobody, who may not read this venv or the temp data
+    # dirs: agents run as the bench's own user, as in the tests.
+    config = write_config(workdir / "w4.yaml", agents=agents, agent_user=getpass.getuser())
     wakes = QUICK_WAKES if quick else WAKES
     others = QUICK_OTHER_SESSIONS if quick else OTHER_SESSIONS
     loaded: dict[str, Any] = {}
@@ -282,13 +300,14 @@ def run(workdir: Path, *, quick: bool) -> WorkloadResult:
     problems = [p for s, _ in series.values() for p in s.problems]
     if code != 0:
         problems.append(f"the hub exited with {code} on SIGTERM")
-    suspended, frozen, warm, loaded_ = (series[k][0]
-                                        for k in ("suspended", "frozen", "warm", "loaded"))
+    suspended, unsandboxed, frozen, warm, loaded_ = (
+        series[k][0] for k in ("suspended", "unsandboxed", "frozen", "warm", "loaded"))
     cold_starts = sorted(w.phases_ms["cold start (starting to ready)"] for w in suspended.wakes)
-    if not (suspended.wakes and frozen.wakes and warm.wakes and loaded_.wakes):
+    if not (suspended.wakes and unsandboxed.wakes and frozen.wakes and warm.wakes
+            and loaded_.wakes):
         problems.append("a series has no wakes")
         return WorkloadResult("W4", "agent wake", [], {}, problems)
-    modes = {w.resume_mode for w in suspended.wakes + loaded_.wakes}
+    modes = {w.resume_mode for w in suspended.wakes + unsandboxed.wakes + loaded_.wakes}
     if modes != {"resume"}:
         problems.append(f"suspended wakes restored the conversation by {sorted(map(str, modes))},"
                         " expected resume")
@@ -298,6 +317,9 @@ def run(workdir: Path, *, quick: bool) -> WorkloadResult:
         Figure("suspended p90", percentile(suspended.totals(), 90), "ms"),
         Figure("suspended max", suspended.totals()[-1], "ms"),
         Figure("agent cold start p50", statistics.median(cold_starts), "ms"),
+        Figure("suspended p50, no sandbox", statistics.median(unsandboxed.totals()), "ms"),
+        at_most("sandbox cost, suspended p50", statistics.median(suspended.totals())
+                - statistics.median(unsandboxed.totals()), "ms", TARGET_SANDBOX_MS),
         at_most("frozen p50", statistics.median(frozen.totals()), "ms", TARGET_FROZEN_MS),
         Figure("frozen p90", percentile(frozen.totals(), 90), "ms"),
         Figure("frozen max", frozen.totals()[-1], "ms"),
@@ -308,11 +330,15 @@ def run(workdir: Path, *, quick: bool) -> WorkloadResult:
     details: dict[str, Any] = {
         "wakes_per_series": wakes,
         "idle_timeout_s": IDLE_TIMEOUT, "freeze_after_s": FREEZE_AFTER,
-        "suspended": suspended.summary(), "frozen": frozen.summary(), "warm": warm.summary(),
+        "suspended": suspended.summary(), "unsandboxed": unsandboxed.summary(),
+        "sandbox": sandbox.bwrap_problem() or "bwrap",
+        "frozen": frozen.summary(), "warm": warm.summary(),
         "loaded": {**loaded, **loaded_.summary()},
         "first_wake_ms": {kind: first.total_ms for kind, (_, first) in series.items()},
         "first_wake_phases_ms": series["suspended"][1].phases_ms,
         "echo_process_floor_s": _agent_floor(),
+        "echo_process_floor_sandboxed_s": (_agent_floor(sandboxed=True)
+                                           if sandbox.bwrap_works() else None),
         "cpus_busy": {"machine": machine_cpus, "hub": hub_cpus},  # CPUs' worth, on average
     }
     return WorkloadResult("W4", "agent wake", figures, details, problems)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -15,6 +17,8 @@ from server.runner import log_formatter, run_until_signal
 from server.wiring import build_hub
 
 log = logging.getLogger("axtui")
+
+PR_SET_DUMPABLE = 4  # from <linux/prctl.h>
 
 
 def setup_logging(config: Config) -> None:
@@ -46,6 +50,7 @@ async def serve_until_stopped(
     config: Config, ready: Callable[[Hub], Coroutine[Any, Any, None]] | None = None
 ) -> None:
     """Run a hub until SIGINT or SIGTERM (or until ``ready`` returns, if given)."""
+    protect_process()
     hub = build_hub(config)
     await hub.start()
     try:
@@ -53,6 +58,27 @@ async def serve_until_stopped(
     finally:
         log.info("shutting down")
         await hub.stop()
+
+
+def protect_process() -> None:
+    """Make the hub's process not dumpable (``PR_SET_DUMPABLE`` 0, Linux only).
+
+    Then processes of the same user, agents among them, can neither read its
+    ``/proc/<pid>/environ`` (which holds whatever secrets the config's ``${VAR}`` came
+    from) or its memory, nor attach a debugger to it. Its children are not affected: the
+    flag is reset when a process executes a program.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        failed = True
+    if failed:
+        log.warning("could not make the hub's process undumpable (prctl PR_SET_DUMPABLE"
+                    " failed: %s): processes of its user can read its environment",
+                    os.strerror(ctypes.get_errno()) or "no prctl")
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

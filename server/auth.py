@@ -63,7 +63,11 @@ class Authenticator:
     def __init__(self, tokens: Iterable[TokenConfig]) -> None:
         self.tokens = tuple(tokens)
         self._agent_tokens: dict[str, Principal] = {}
+        # Told of each agent principal whose token is revoked (this very object: two agent
+        # processes of one session have equal principals, never the same one).
+        self.on_revoked: list[Callable[[Principal], None]] = []
         self._hub_url: str | None = None
+        self._local_secret: str | None = None  # local mode's token, once the hub has one
 
     @property
     def local_mode(self) -> bool:
@@ -72,8 +76,15 @@ class Authenticator:
 
     @property
     def default_principal(self) -> Principal | None:
-        """Who a client is before it shows a token: :data:`LOCAL_PRINCIPAL` in local mode."""
-        return LOCAL_PRINCIPAL if self.local_mode else None
+        """Who a client is before it shows a token: :data:`LOCAL_PRINCIPAL` in local mode
+        without a secret (:meth:`use_local_secret`), else nobody."""
+        return LOCAL_PRINCIPAL if self.local_mode and self._local_secret is None else None
+
+    def use_local_secret(self, secret: str) -> None:
+        """In local mode, only a client that shows ``secret`` (kept in the data dir, so
+        read only by who may read the data dir) is :data:`LOCAL_PRINCIPAL`."""
+        if self.local_mode:
+            self._local_secret = secret
 
     def serving_at(self, url: str) -> None:
         """Learn the hub's websocket URL (known once it listens), for agents' credentials."""
@@ -84,6 +95,9 @@ class Authenticator:
         agent = self._agent_tokens.get(token)
         if agent is not None:
             return agent
+        if self._local_secret is not None:
+            return (LOCAL_PRINCIPAL if hmac.compare_digest(self._local_secret.encode(),
+                                                           token.encode()) else None)
         found = None
         for entry in self.tokens:  # every entry is compared: the time says nothing of which
             if hmac.compare_digest(entry.token.encode(), token.encode()):
@@ -93,7 +107,7 @@ class Authenticator:
     def principal_for_header(self, header: str) -> Principal | None:
         """The principal of an ``Authorization`` header, or ``None`` if it is refused.
 
-        In local mode any header that is not a valid token is ignored.
+        In local mode without a secret any header that is not a valid token is ignored.
         """
         scheme, _, token = header.partition(" ")
         principal = (self.principal_for_token(token.strip())
@@ -107,9 +121,13 @@ class Authenticator:
         if self._hub_url is None:
             raise RuntimeError("the hub is not listening yet: no URL to give an agent")
         token = secrets.token_urlsafe(32)
-        self._agent_tokens[token] = Principal(agent_id, Role.PARTICIPANT, "agent", session_id)
+        principal = Principal(agent_id, Role.PARTICIPANT, "agent", session_id)
+        self._agent_tokens[token] = principal
 
         def revoke() -> None:
-            self._agent_tokens.pop(token, None)
+            # Those who logged in with it are told too: a revoked token ends their access.
+            if self._agent_tokens.pop(token, None) is not None:
+                for callback in self.on_revoked:
+                    callback(principal)
 
         return self._hub_url, token, revoke

@@ -4,6 +4,13 @@ The catalog answers ``session/list`` and ``session/get`` for sessions that are n
 without touching their files. Each session file is the truth about itself: at start the
 catalog is reconciled with the files on disk (a file without a row is added, a row without
 a file is dropped, a row left ``dirty`` by a crash is refreshed from its file).
+
+A file that cannot be adopted is set aside in ``data_dir/quarantine`` (with a ``.reason``
+file), logged once and counted, and every other session keeps working: a file that is
+not a session file, one holding no events (a create cut short), and a copy whose
+``ax_meta.session_id`` is not its file name (``alpha-backup.db`` holding ``alpha``: its
+events' ids are ``alpha``'s, which must stay unique across the hub). Half-built files of
+a create, fork or import cut short (``.new-*``) are removed.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +31,18 @@ import aiosqlite
 import orjson
 
 from server.events import AgentState
+from server.metrics import Metrics
 from server.protocol import SESSION_ID_RE, SessionInfo
-from server.sessionfile import read_head, read_info
+from server.sessionfile import (
+    BUILDING_PREFIX,
+    SessionFileDamaged,
+    SessionFileError,
+    quarantine,
+    quarantined_files,
+    read_head,
+    read_info,
+    remove_files,
+)
 
 log = logging.getLogger("axtui.catalog")
 
@@ -50,12 +69,18 @@ class DataDirLocked(RuntimeError):
     """Another hub is running on the same data dir."""
 
 
+class CatalogUnreadable(RuntimeError):
+    """``hub.db`` is not a readable catalog: the hub cannot start on it."""
+
+
 class Catalog:
     """The catalog database and the lock that keeps a second hub off the data dir."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, metrics: Metrics | None = None) -> None:
         self.data_dir = data_dir
         self.sessions_dir = data_dir / "sessions"
+        self.quarantine_dir = data_dir / "quarantine"
+        self.metrics = metrics or Metrics()
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._tx = asyncio.Lock()  # one transaction at a time on the shared connection
@@ -76,11 +101,33 @@ class Catalog:
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self._take_lock()
-        db = await aiosqlite.connect(self.data_dir / "hub.db", isolation_level=None)
+        path = self.data_dir / "hub.db"
+        db: aiosqlite.Connection | None = None
+        try:
+            await asyncio.to_thread(remove_half_built, self.sessions_dir)
+            db = await aiosqlite.connect(path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.executescript(SCHEMA)
+            await db.execute(f"SELECT {COLUMNS}, agent_session_id, dirty FROM sessions LIMIT 0")
+        except sqlite3.Error as exc:
+            # Close its thread too, or the process would never exit (aiosqlite's thread
+            # is not a daemon).
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+            self._release_lock()
+            raise CatalogUnreadable(
+                f"{path} is not a readable catalog ({exc}): move it aside and start again"
+                " (the hub rebuilds the catalog from the session files)"
+            ) from None
+        except BaseException:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+            self._release_lock()
+            raise
         self._db = db
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.executescript(SCHEMA)
         self._reconciling = asyncio.create_task(self._reconcile(), name="catalog reconcile")
 
     def _take_lock(self) -> None:
@@ -100,36 +147,69 @@ class Catalog:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     async def ready(self) -> None:
         """Wait until the catalog agrees with the session files on disk."""
         if self._reconciling is not None:
             await asyncio.shield(self._reconciling)
 
     async def _reconcile(self) -> None:
-        """Bring the catalog in line with the files: runs after the hub starts listening."""
+        """Bring the catalog in line with the files: runs after the hub starts listening.
+
+        It never fails: if it cannot finish (say the disk is full) it says so, is counted
+        as a background error, and the catalog serves the rows it has.
+        """
+        try:
+            await self._reconcile_once()
+        except Exception as exc:  # it is reconciled again at the next start
+            self.metrics.background_failed(log, "reconciling the catalog with the files", exc)
+
+    async def _reconcile_once(self) -> None:
         db = self._require()
         async with db.execute("SELECT session_id, dirty FROM sessions") as cur:
             rows = {sid: bool(dirty) async for sid, dirty in cur}
-        gone, found, heads = await asyncio.to_thread(scan_sessions, self, rows)
-        for sid in gone:
-            log.warning("session %s has no file any more; dropping it from the catalog", sid)
+        scan = await asyncio.to_thread(scan_sessions, self, rows)
+        self.metrics.quarantined_files = scan.quarantined_before + len(scan.quarantined)
+        for sid in scan.gone:
+            if sid not in scan.quarantined:
+                log.warning("session %s has no file any more; dropping it from the catalog",
+                            sid)
         async with self._tx:
             await db.execute("BEGIN")
-            await db.executemany("DELETE FROM sessions WHERE session_id = ?",
-                                 [(sid,) for sid in gone])
-            await db.executemany(
-                f"INSERT INTO sessions ({COLUMNS}, dirty) VALUES (?,?,?,?,?,?,?,?,?,0)",
-                [_row(info) for info in found],
-            )
-            await db.executemany(
-                "UPDATE sessions SET head_seq = ?, updated_at = max(updated_at, ?), dirty = 0"
-                " WHERE session_id = ?",
-                heads,
-            )
+            try:
+                await db.executemany("DELETE FROM sessions WHERE session_id = ?",
+                                     [(sid,) for sid in scan.gone])
+                await db.executemany(
+                    f"INSERT OR REPLACE INTO sessions ({COLUMNS}, dirty)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,0)",
+                    [_row(info) for info in scan.found],
+                )
+                await db.executemany(
+                    "UPDATE sessions SET head_seq = ?, updated_at = max(updated_at, ?),"
+                    " dirty = 0 WHERE session_id = ?",
+                    scan.heads,
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
             await db.execute("COMMIT")
-        if found or heads:
+        if scan.found or scan.heads:
             log.info("catalog reconciled: %d sessions found, %d heads refreshed",
-                     len(found), len(heads))
+                     len(scan.found), len(scan.heads))
+
+    async def quarantine(self, session_id: str, reason: str) -> None:
+        """Set the file of ``session_id`` aside (it cannot be used: ``reason``) and drop
+        its row; logged once, counted in ``/metrics``."""
+        await asyncio.to_thread(
+            set_aside, self, self.session_path(session_id), f"session {session_id}", reason
+        )
+        self.metrics.quarantined_files += 1
+        await self.delete(session_id)
 
     def _require(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -144,9 +224,7 @@ class Catalog:
         if self._db is not None:
             await self._db.close()
             self._db = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._release_lock()
 
     async def put(self, info: SessionInfo, *, dirty: bool = False) -> None:
         """Insert or replace a session's row."""
@@ -251,30 +329,88 @@ class Catalog:
         return infos, next_cursor
 
 
-def scan_sessions(
-    catalog: Catalog, rows: dict[str, bool]
-) -> tuple[list[str], list[SessionInfo], list[tuple[int, int, str]]]:
+@dataclass
+class Scan:
+    """What :func:`scan_sessions` found: ids whose file is gone (or was set aside), sessions
+    found on disk without a row, ``(head, ts, id)`` for rows a crash left dirty, the ids
+    set aside now and the files set aside before."""
+
+    gone: list[str] = field(default_factory=list)
+    found: list[SessionInfo] = field(default_factory=list)
+    heads: list[tuple[int, int, str]] = field(default_factory=list)
+    quarantined: set[str] = field(default_factory=set)
+    quarantined_before: int = 0
+
+
+def scan_sessions(catalog: Catalog, rows: dict[str, bool]) -> Scan:
     """Compare the catalog's rows with the files (blocking: run it in a thread).
 
-    Returns the ids whose file is gone, the sessions found on disk without a row, and
-    ``(head, ts, id)`` for rows a crash left dirty.
+    A file that cannot be adopted is set aside (:func:`set_aside`); a locked one is left
+    alone (its session fails until it is free).
     """
-    on_disk = {p.name[:-3] for p in catalog.sessions_dir.iterdir()
-               if p.name.endswith(".db") and SESSION_ID_RE.fullmatch(p.name[:-3])}
-    gone = sorted(set(rows) - on_disk)
-    found: list[SessionInfo] = []
+    scan = Scan(quarantined_before=quarantined_files(catalog.quarantine_dir))
+    on_disk: set[str] = set()
+    for p in catalog.sessions_dir.iterdir():
+        if p.name.endswith(".db") and SESSION_ID_RE.fullmatch(p.name[:-3]):
+            on_disk.add(p.name[:-3])
     for sid in sorted(on_disk - set(rows)):
         path = catalog.session_path(sid)
         try:
-            found.append(read_info(path))
-        except OSError as exc:
-            log.warning("ignoring %s: %s", path, exc)
-    heads = []
+            info = read_info(path)
+        except SessionFileDamaged as exc:
+            scan.quarantined.add(sid)
+            set_aside(catalog, path, path.name, str(exc))
+            continue
+        except SessionFileError as exc:
+            log.warning("not adopting %s for now: %s", path.name, exc)
+            continue
+        if info.session_id != sid:
+            scan.quarantined.add(sid)
+            set_aside(catalog, path, path.name, (
+                f"it holds session {info.session_id!r}, not {sid!r} (a copy of"
+                f" sessions/{info.session_id}.db?): a session file's name must be its id."
+                " To keep it as a session of its own, export it (axtui export --db FILE)"
+                " and import the export (axtui import)"
+            ))
+        elif info.head_seq == 0:
+            scan.quarantined.add(sid)
+            set_aside(catalog, path, path.name,
+                      "it holds no events, not even session.created (a create, fork or"
+                      " import cut short by an older hub)")
+        else:
+            scan.found.append(info)
     for sid, dirty in rows.items():
-        if dirty and sid in on_disk:
-            head, ts = read_head(catalog.session_path(sid))
-            heads.append((head, ts, sid))
-    return gone, found, heads
+        if not dirty or sid not in on_disk:
+            continue
+        path = catalog.session_path(sid)
+        try:
+            head, ts = read_head(path)
+        except SessionFileDamaged as exc:
+            scan.quarantined.add(sid)
+            set_aside(catalog, path, f"session {sid}", str(exc))
+            continue
+        except SessionFileError as exc:  # the row stays dirty: opening it refreshes it
+            log.warning("could not refresh session %s from its file: %s", sid, exc)
+            continue
+        scan.heads.append((head, ts, sid))
+    scan.gone = sorted((set(rows) - on_disk) | (scan.quarantined & set(rows)))
+    return scan
+
+
+def remove_half_built(sessions_dir: Path) -> None:
+    """Remove the files of creates, forks and imports a previous hub did not finish
+    (blocking; only before this hub builds any)."""
+    for p in sessions_dir.glob(f"{BUILDING_PREFIX}*.db"):
+        log.info("removing %s, left by a create, fork or import cut short", p.name)
+        remove_files(p)
+
+
+def set_aside(catalog: Catalog, path: Path, what: str, reason: str) -> None:
+    """Quarantine ``path`` and say so once (blocking)."""
+    target = quarantine(path, catalog.quarantine_dir, reason)
+    log.warning("%s cannot be used: %s; moved sessions/%s to quarantine/%s (see %s.reason);"
+                " every other session works as before", what, reason, path.name,
+                target.name, target.name)
 
 
 def encode_cursor(updated_at: int, session_id: str) -> str:

@@ -125,6 +125,20 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    """How an agent's process is confined (:mod:`server.sandbox`).
+
+    ``writable``: paths it may write besides its workspace (``~`` expanded), for agents
+    that keep their own state under ``HOME``. ``hidden``: files it must not see besides the
+    data dir, set by the loader (the config file, whose path is on the hub's command line).
+    """
+
+    network: bool = True
+    writable: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = field(default=(), compare=False)  # not the user's choice
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """One agent the hub can start: the command, its ACP details and its lifecycle timers."""
 
@@ -140,6 +154,7 @@ class AgentConfig:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     retry_interrupted: bool = False
     context_sql: str | None = None
+    sandbox: SandboxConfig | None = field(default_factory=SandboxConfig)  # None: sandbox: none
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,12 @@ class HubConfig:
     query_timeout: float = 5.0
     max_inflight: int = 1024
     max_queue: int = 10000
+    max_value_bytes: int = _MIB  # largest value a state/query may produce (SQLITE_LIMIT_LENGTH)
+    max_result_bytes: int = 4 * _MIB  # largest state/query answer or history page
+    max_open_sessions: int = 500  # open session files (least recently used closed first)
+    max_connection_sessions: int = 100  # sessions one connection may keep open
+    commit_budget: float = 0.25  # client SQL time per group commit, so the log moves on
+    agent_user: str | None = None  # who agents run as when the hub is root (default nobody)
     log_level: str = "info"
 
 
@@ -170,6 +191,14 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
+class TuiConfig:
+    """The terminal UI's preferences (``theme``: a Textual theme's name; None: the last
+    one chosen in the TUI, else its default)."""
+
+    theme: str | None = None
+
+
+@dataclass(frozen=True)
 class SlackConfig:
     """The Slack adapter's tokens, the agent it talks to, and an optional API URL."""
 
@@ -179,12 +208,19 @@ class SlackConfig:
     api_url: str | None = None
 
 
-def bundled_agents() -> dict[str, AgentConfig]:
-    """The agents shipped with axtui, available when no ``agents:`` are configured."""
+def bundled_agents(environ: Mapping[str, str] | None = None) -> dict[str, AgentConfig]:
+    """The agents shipped with axtui, available when no ``agents:`` are configured.
+
+    The ``AXTUI_LLM_*`` variables of ``environ`` (the hub's own, in local mode) become the
+    ``llm`` agent's ``env``, so ``AXTUI_LLM_BASE_URL=... axtui up`` needs no config file;
+    nothing else of it reaches any agent.
+    """
     described = {"echo": "Answers with what it got (offline)",
                  "demo": "Offline demo: plan, tools, permission, state",
                  "llm": "Any OpenAI-compatible chat endpoint"}
-    return {name: AgentConfig(name, (sys.executable, "-m", f"server.agents.{name}"), text)
+    llm_env = {k: v for k, v in (environ or {}).items() if k.startswith("AXTUI_LLM_")}
+    return {name: AgentConfig(name, (sys.executable, "-m", f"server.agents.{name}"), text,
+                              env=llm_env if name == "llm" else {})
             for name, text in described.items()}
 
 
@@ -197,6 +233,7 @@ class Config:
     agents: Mapping[str, AgentConfig] = field(default_factory=bundled_agents)
     client: ClientConfig = field(default_factory=ClientConfig)
     slack: SlackConfig | None = None
+    tui: TuiConfig = field(default_factory=TuiConfig)
     source: Path | None = None
 
     @property
@@ -334,6 +371,22 @@ def _env(value: object, key: str) -> dict[str, str]:
     return env
 
 
+def _sandbox(value: object, key: str) -> SandboxConfig | None:
+    if value == "none":
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: must be none or a mapping such as {{network: false}}"
+                         f" (got {value!r})")
+    return SandboxConfig(**_fields(value, key, {"network": _bool, "writable": _paths}))
+
+
+def _paths(value: object, key: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"{key}: must be a list of paths")
+    return tuple(_nonempty(item, f"{key}[{index}]") for index, item in enumerate(items))
+
+
 def _role(value: object, key: str) -> Role:
     try:
         return Role.parse(_str(value, key))
@@ -349,6 +402,10 @@ _HUB: dict[str, _Check] = {
     "initialize_timeout": parse_duration, "session_idle_close": parse_duration,
     "query_timeout": parse_duration, "max_inflight": lambda v, k: _int(v, k, 1, 2**31 - 1),
     "max_queue": lambda v, k: _int(v, k, 1, 2**31 - 1),
+    "max_value_bytes": parse_size, "max_result_bytes": parse_size,
+    "max_open_sessions": lambda v, k: _int(v, k, 1, 2**31 - 1),
+    "max_connection_sessions": lambda v, k: _int(v, k, 1, 2**31 - 1),
+    "commit_budget": parse_duration, "agent_user": _opt_str,
     "log_level": _choice("debug", "info", "warning", "error"),
 }
 _TOKEN: dict[str, _Check] = {"name": _nonempty, "token": _nonempty, "role": _role}
@@ -359,11 +416,13 @@ _AGENT: dict[str, _Check] = {
     "turn_timeout": parse_duration, "wake_on": _event_types, "cwd": _opt_str, "env": _env,
     "retry_interrupted": _bool,
     "context": lambda v, k: _opt_str(_section(v, k, ("sql",)).get("sql"), f"{k}.sql"),
+    "sandbox": _sandbox,
 }
 _CLIENT: dict[str, _Check] = {"server": _ws_url, "token": _opt_str}
 _SLACK: dict[str, _Check] = {"bot_token": _nonempty, "app_token": _nonempty,
                              "agent": _opt_str, "api_url": _opt_str}
-_TOP = ("hub", "auth", "agents", "client", "slack")
+_TUI: dict[str, _Check] = {"theme": _opt_str}
+_TOP = ("hub", "auth", "agents", "client", "slack", "tui")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -413,6 +472,15 @@ def _agent(agent_id: str, raw: object) -> AgentConfig:
     return AgentConfig(id=agent_id, **values)
 
 
+def _hiding(source: Path | None, agents: dict[str, AgentConfig]) -> dict[str, AgentConfig]:
+    """The agents with the config file (tokens in clear) hidden from their sandbox."""
+    if source is None:
+        return agents
+    hidden = (str(Path(source).resolve()),)
+    return {aid: replace(a, sandbox=a.sandbox and replace(a.sandbox, hidden=hidden))
+            for aid, a in agents.items()}
+
+
 def _check_exposure(config: Config) -> None:
     host = config.hub.host
     if config.local_mode and not is_loopback(host):
@@ -426,11 +494,13 @@ def _build(data: object, source: Path | None, environ: Mapping[str, str]) -> Con
     slack = top.get("slack")
     config = Config(
         hub=HubConfig(**_fields(top.get("hub"), "hub", _HUB)),
-        tokens=_tokens(top.get("auth")),
-        agents={aid: _agent(aid, spec) for aid, spec in agents.items()} or bundled_agents(),
+        tokens=(tokens := _tokens(top.get("auth"))),
+        agents=_hiding(source, {aid: _agent(aid, spec) for aid, spec in agents.items()}
+                       or bundled_agents(None if tokens else environ)),
         client=ClientConfig(**_fields(top.get("client"), "client", _CLIENT)),
         slack=None if slack is None else SlackConfig(
             **_fields(slack, "slack", _SLACK, required=("bot_token", "app_token"))),
+        tui=TuiConfig(**_fields(top.get("tui"), "tui", _TUI)),
         source=source,
     )
     _check_exposure(config)

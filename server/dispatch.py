@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from server import __version__, protocol
@@ -31,6 +32,7 @@ from server.protocol import (
     Params,
     ProtocolError,
 )
+from server.redact import hide_paths
 from server.requests import RejectedFrame, Request, check_role, parse_request
 
 log = logging.getLogger("axtui.hub")
@@ -42,9 +44,11 @@ class Dispatcher:
     """Runs the requests of every connection against one :class:`HubContext`."""
 
     def __init__(
-        self, context: HubContext, auth: Authenticator, metrics: Metrics, max_inflight: int
+        self, context: HubContext, auth: Authenticator, metrics: Metrics, max_inflight: int,
+        data_dir: Path | None = None,
     ) -> None:
         self.context = context
+        self.data_dir = data_dir  # its paths are hidden from every error a client gets
         self.auth = auth
         self.metrics = metrics
         self.max_inflight = max_inflight  # requests under way on one connection
@@ -130,14 +134,22 @@ class Dispatcher:
     def _failed(
         self, conn: ClientConnection, request_id: Any, name: str, exc: BaseException
     ) -> None:
-        """Answer with ``exc``; an unexpected one is logged and becomes an internal error."""
+        """Answer with ``exc``; an unexpected one is logged and becomes an internal error,
+        bad params are logged in one line (the client's mistake: no traceback)."""
         if not isinstance(exc, ProtocolError):
             log.error("%s failed", name, exc_info=exc)
             exc = InternalError(f"{name} failed: {exc}")
+        elif isinstance(exc, InvalidParams):
+            log.info("%s refused: %.300s", name, exc.message)
         self._error(conn, request_id, exc)
 
     def _error(self, conn: ClientConnection, request_id: Any, exc: ProtocolError) -> None:
         self.metrics.errors += 1
+        if self.data_dir is not None:  # the log has the paths; a client gets the session
+            exc.message = hide_paths(exc.message, self.data_dir)
+            if isinstance(exc.data, dict):
+                exc.data = {k: hide_paths(v, self.data_dir) if isinstance(v, str) else v
+                            for k, v in exc.data.items()}
         conn.send(protocol.error_frame(request_id, exc))
 
     # --- the handshake ---------------------------------------------------------------------
@@ -154,13 +166,14 @@ class Dispatcher:
         if conn.initialized:
             raise InvalidRequest("this connection is already initialized")
         version = p.get("protocolVersion")
-        if version != protocol.PROTOCOL_VERSION or isinstance(version, bool):
+        # Exactly the integer: True == 1 and 1.0 == 1 in Python, but neither is a version.
+        if type(version) is not int or version != protocol.PROTOCOL_VERSION:
             raise InvalidParams(
                 f"protocolVersion {version!r} is not supported",
                 {"supported": protocol.SUPPORTED_VERSIONS},
             )
         info = p.mapping("clientInfo", {})
-        name, kind = info.get("name"), info.get("kind")
+        name, kind = (_client_label(info, field) for field in ("name", "kind"))
         principal = conn.principal
         if principal is None:
             token = p.string("token", None)
@@ -173,11 +186,19 @@ class Dispatcher:
                 conn.close(CloseCode.UNAUTHENTICATED, "bad token")
                 return
         conn.principal = principal
-        conn.client_name = name if isinstance(name, str) else ""
-        conn.client_kind = kind if isinstance(kind, str) and kind else "unknown"
+        conn.client_name = name
+        conn.client_kind = kind or "unknown"
         conn.initialized = True
         conn.send(protocol.response_frame(request_id, {
             "protocolVersion": protocol.PROTOCOL_VERSION,
             "hubInfo": {"name": "axtui", "version": __version__},
             "principal": principal.to_json(),
         }))
+
+
+def _client_label(info: dict[str, Any], field: str) -> str:
+    """``clientInfo.<field>``, checked as a label; ``""`` when absent, null or empty."""
+    value = info.get(field)
+    if value is None or value == "":
+        return ""
+    return protocol.check_display_name(value, f"clientInfo.{field}")

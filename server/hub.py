@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -23,10 +24,12 @@ from server.catalog import Catalog
 from server.config import Config
 from server.connection import ClientConnection
 from server.dispatch import Dispatcher
+from server.local_secret import advertise, ensure_secret, withdraw
 from server.metrics import Metrics
-from server.protocol import CloseCode
+from server.protocol import CloseCode, Role
 from server.redact import protect_logs
 from server.registry import SessionRegistry
+from server.sandbox import announce, serve_agent_socket
 from server.supervisor import Supervisor
 from server.watch import WatchBroadcaster
 
@@ -58,8 +61,10 @@ class Hub:
         self.dispatcher = dispatcher
         self.connections: set[ClientConnection] = set()
         self._server: Server | None = None
-        self._header_principals: dict[ServerConnection, Principal] = {}
+        self._agent_server: Server | None = None  # unix socket: agents without network
+        self._advertised: str | None = None  # the URL local clients find the secret for
         self._recovery: asyncio.Task[None] | None = None
+        auth.on_revoked.append(self._close_revoked)
 
     @property
     def stopping(self) -> bool:
@@ -86,20 +91,24 @@ class Hub:
         await self.catalog.open()
         self.sessions.start()
         hub = self.config.hub
+        options: dict[str, Any] = {
+            "process_request": self._process_request, "max_size": hub.max_frame_bytes,
+            "compression": None, "max_queue": 64, "server_header": f"axtui/{__version__}",
+        }
         try:
-            self._server = await serve(
-                self._handle, hub.host, hub.port,
-                process_request=self._process_request,
-                max_size=hub.max_frame_bytes,
-                compression=None,
-                max_queue=64,
-                server_header=f"axtui/{__version__}",
-            )
+            if self.auth.local_mode:  # before listening: nobody gets in without it
+                self.auth.use_local_secret(ensure_secret(hub.data_dir))
+            self._server = await serve(self._handle, hub.host, hub.port, **options)
         except BaseException:
             await self.sessions.close_all()
             await self.catalog.close()
             raise
+        self._agent_server = await serve_agent_socket(self._handle, self.config, **options)
         self.auth.serving_at(self.url)
+        if self.auth.local_mode:
+            self._advertised = self.url
+            advertise(hub.data_dir, self.url)
+        await asyncio.to_thread(announce, self.config.agents.values())
         log.info("axtui hub listening on %s (data dir %s, %s mode)", self.url, hub.data_dir,
                  "local" if self.auth.local_mode else "token")
         self._recovery = asyncio.create_task(self.supervisor.recover(), name="agent recovery")
@@ -114,9 +123,12 @@ class Hub:
         if pending:
             await asyncio.wait(pending, timeout=5)
         await asyncio.gather(*(c.wait_sent() for c in self.connections))
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
+        for server in (self._server, self._agent_server):
+            if server is not None:
+                server.close(close_connections=True)
+                await server.wait_closed()
+        if self._advertised is not None:
+            withdraw(self.config.hub.data_dir, self._advertised)
         if self._recovery is not None:
             await self._recovery
         await self.supervisor.close()
@@ -129,25 +141,49 @@ class Hub:
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            return ws.respond(HTTPStatus.OK, "ok\n")
+            return ws.respond(HTTPStatus.OK, self._health())
         if path == "/metrics":
-            response = ws.respond(HTTPStatus.OK, self.metrics.render())
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-            return response
+            return self._metrics(ws, request)
         if path != "/ws":
             return ws.respond(HTTPStatus.NOT_FOUND, "not found: the websocket is at /ws\n")
         header = request.headers.get("Authorization")
-        if header is not None:
-            principal = self.auth.principal_for_header(header)
-            if principal is None:
-                return _unauthorized()
-            self._header_principals[ws] = principal
+        if header is not None and self.auth.principal_for_header(header) is None:
+            return _unauthorized()
         return None
+
+    def _health(self) -> str:
+        """``ok``, and on a second line the session files set aside, if any: the hub
+        serves every other session, so it is healthy, but an operator should look."""
+        quarantined = self.metrics.quarantined_files
+        if not quarantined:
+            return "ok\n"
+        return (f"ok\n{quarantined} session file{'s' if quarantined != 1 else ''} set aside"
+                " in the data dir's quarantine folder: see hub.log\n")
+
+    def _metrics(self, ws: ServerConnection, request: Request) -> Response:
+        """The metrics: open in local mode (loopback only); in token mode only for an admin
+        token as ``Bearer``, since they tell anyone how busy the hub is and with what."""
+        if not self.auth.local_mode:
+            header = request.headers.get("Authorization")
+            principal = self.auth.principal_for_header(header) if header else None
+            if principal is None:
+                return _unauthorized("an admin token is needed for /metrics:"
+                                     " send it as Authorization: Bearer <token>\n")
+            if principal.role < Role.ADMIN or principal.kind != "client":
+                return ws.respond(HTTPStatus.FORBIDDEN,
+                                  f"/metrics needs an admin token; {principal.name} is"
+                                  f" {principal.role.label}\n")
+        response = ws.respond(HTTPStatus.OK, self.metrics.render())
+        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return response
 
     # --- connections -----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        principal = self._header_principals.pop(ws, None) or self.auth.default_principal
+        # The header is read again here, not kept from _process_request: a request that is
+        # never upgraded (a plain GET, a closed socket) never reaches this method, so
+        # anything kept per request would be kept for good.
+        principal = self._header_principal(ws)
         conn = ClientConnection(ws, self.metrics, self.config.hub.max_lag_bytes, principal)
         self.connections.add(conn)
         self.metrics.connections = len(self.connections)
@@ -167,13 +203,28 @@ class Hub:
             self.connections.discard(conn)
             self.metrics.connections = len(self.connections)
 
+    def _header_principal(self, ws: ServerConnection) -> Principal | None:
+        """Who the upgrade request's ``Authorization`` header says the client is (``None``:
+        no header, or a token revoked since the handshake: ``initialize`` then asks)."""
+        header = ws.request.headers.get("Authorization") if ws.request is not None else None
+        if header is None:
+            return self.auth.default_principal
+        return self.auth.principal_for_header(header)
+
+    def _close_revoked(self, principal: Principal) -> None:
+        """An agent's token was revoked (its process stopped): close every connection that
+        logged in with it, so the token's end is the end of its access."""
+        for conn in list(self.connections):
+            if conn.principal is principal:
+                conn.close(CloseCode.UNAUTHENTICATED, "the agent's token was revoked")
+
     def _initialize_timeout(self, conn: ClientConnection) -> None:
         if not conn.initialized:
             conn.close(CloseCode.NO_INITIALIZE, "no initialize within the time limit")
 
 
-def _unauthorized() -> Response:
-    body = b"invalid token\n"
+def _unauthorized(text: str = "invalid token\n") -> Response:
+    body = text.encode()
     headers = Headers([
         ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
         ("WWW-Authenticate", 'Bearer realm="axtui"'),

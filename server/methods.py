@@ -4,9 +4,9 @@ A handler gets the :class:`HubContext` (what handlers may reach: never the hub i
 the connection and the request's :class:`Params`. It returns an awaitable of the result:
 
 - a coroutine (an ``async def`` handler), which the dispatcher runs in a task;
-- or a future, which the dispatcher answers from once it is done, with no task: a write to
-  an open session returns its commit's future (:func:`submit`), so a publish costs no task
-  and no coroutine, and its ack goes out from the commit's done-callback.
+- or a future, which the dispatcher answers from once it is done, with no task: a write
+  returns its commit's future (:func:`submit`), so a publish to an open session costs no
+  task and no coroutine, and its ack goes out from the commit's done-callback.
 
 The result may be an :class:`AfterReply` when something must happen once the response is
 queued. A handler raises a :class:`ProtocolError` for anything the client got wrong.
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-
-import orjson
 
 from server import protocol
 from server.config import AgentConfig
@@ -32,7 +31,9 @@ from server.protocol import (
     CannotResume,
     Fragment,
     InvalidParams,
+    Overloaded,
     Params,
+    ProtocolError,
     TooLarge,
 )
 from server.registry import SessionRegistry
@@ -60,6 +61,10 @@ class HubContext:
     agent_control: AgentControl
     watch: WatchBroadcaster
     max_event_bytes: int  # hub.max_event_bytes
+    # Writes of a connection to a session waiting for it to open, in the order they came
+    # (see submit): while an entry exists, later writes of that connection queue behind it.
+    waiting: dict[tuple[ClientConnection, str], deque[PendingEvent]] = field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +118,11 @@ async def agents_list(ctx: HubContext, conn: ClientConnection, p: Params) -> Any
 async def session_create(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
     """Create a session (``session.created`` is its seq 1)."""
     sid = p.session_id() if p.get("sessionId") is not None else None
+    metadata = p.mapping("metadata", {})
+    protocol.check_depth(metadata, "metadata")
     info = await ctx.sessions.create(
         conn.source, sid, agent=p.string("agent", None), title=p.string("title", "", max_len=1000),
-        metadata=p.mapping("metadata", {}),
+        metadata=metadata,
     )
     return {"session": info.to_json()}
 
@@ -151,7 +158,9 @@ async def session_subscribe(ctx: HubContext, conn: ClientConnection, p: Params) 
     sid = p.session_id()
     after = p.integer("afterSeq", 0, lo=0)
     epoch = p.string("epoch", None)
+    check_subscription_room(ctx, conn, sid)
     session = await ctx.sessions.get(sid)
+    check_subscription_room(ctx, conn, sid)  # others may have been added meanwhile
     info = session.info
     if epoch is not None and epoch != info.epoch:
         raise CannotResume(
@@ -173,6 +182,16 @@ async def session_subscribe(ctx: HubContext, conn: ClientConnection, p: Params) 
                       sub.start)
 
 
+def check_subscription_room(ctx: HubContext, conn: ClientConnection, sid: str) -> None:
+    """-32029 when ``conn`` is subscribed to ``hub.max_connection_sessions`` other sessions:
+    a subscribed session is never closed, so this bounds the files one connection pins."""
+    limit = ctx.sessions.config.max_connection_sessions
+    if sid not in conn.subscriptions and len(conn.subscriptions) >= limit:
+        ctx.sessions.metrics.overloaded += 1
+        raise Overloaded(f"this connection is subscribed to {limit} sessions"
+                         " (hub.max_connection_sessions); unsubscribe from some first")
+
+
 @method("session/unsubscribe")
 async def session_unsubscribe(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
     """Stop a subscription (a no-op if there is none)."""
@@ -183,6 +202,10 @@ async def session_unsubscribe(ctx: HubContext, conn: ClientConnection, p: Params
     else:
         await ctx.sessions.info(sid)
     return {}
+
+
+MAX_HISTORY_TYPES = 100  # patterns in one session/history request
+MAX_TYPE_PATTERN_LEN = 128  # a type is at most 64 characters; a pattern may add stars
 
 
 def check_event_size(ctx: HubContext, *parts: bytes | None) -> None:
@@ -196,25 +219,61 @@ def check_event_size(ctx: HubContext, *parts: bytes | None) -> None:
         )
 
 
-def submit(ctx: HubContext, sid: str, item: PendingEvent) -> Awaitable[CommitResult]:
-    """Submit a write to session ``sid``: when the session is open, at once, returning the
-    commit's future (no task, no coroutine); else a coroutine that opens it first.
+def submit(
+    ctx: HubContext, conn: ClientConnection, sid: str, item: PendingEvent
+) -> asyncio.Future[CommitResult]:
+    """Submit ``conn``'s write to session ``sid`` and return its commit's future.
 
-    A connection's writes to an open session are thus submitted, and committed, in the
-    order its frames arrive.
+    Every write of a connection to a session takes this one path, so they are committed in
+    the order their frames arrived (protocol.md §6.1). When the session is open the write
+    is queued on it at once (no task, no coroutine). When it is not, the write waits in the
+    connection's queue for that session while one task opens it, and so does every later
+    write of the connection to it (even once the session is open), until the task hands
+    the whole queue to the session in order.
     """
+    item.origin = conn
+    key = (conn, sid)
+    waiting = ctx.waiting.get(key)
+    if waiting is not None:
+        waiting.append(item)
+        return item.future
     session = ctx.sessions.get_open(sid)
     if session is not None:
         return session.submit(item)
-    return _open_and_submit(ctx.sessions, sid, item)
+    ctx.waiting[key] = deque([item])
+    conn.tasks.spawn(_open_and_submit(ctx, key), name=f"open {sid}")
+    return item.future
 
 
-async def _open_and_submit(
-    sessions: SessionRegistry, sid: str, item: PendingEvent
-) -> CommitResult:
-    session = await sessions.get(sid)
-    item.queued_at = time.perf_counter()  # the commit-time metric leaves out the opening
-    return await session.submit(item)
+async def _open_and_submit(ctx: HubContext, key: tuple[ClientConnection, str]) -> None:
+    """Open the session, then submit the writes waiting for it, in order, with no await
+    between (so no later write can get ahead of them)."""
+    try:
+        session = await ctx.sessions.get(key[1])
+    except BaseException as exc:
+        _fail_all(ctx.waiting.pop(key), exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    queued_at = time.perf_counter()  # the commit-time metric leaves out the opening
+    for item in ctx.waiting.pop(key):
+        item.queued_at = queued_at
+        try:
+            session.submit(item)
+        except ProtocolError as exc:  # too many queued, or closed meanwhile: this one fails
+            item.future.set_exception(exc)
+
+
+def _fail_all(items: Iterable[PendingEvent], error: BaseException) -> None:
+    """End the futures of writes that will never be submitted: with ``error``, or cancelled
+    (the connection went away while the session opened)."""
+    for item in items:
+        if item.future.done():
+            continue
+        if isinstance(error, Exception):
+            item.future.set_exception(error)
+        else:
+            item.future.cancel()
 
 
 def build_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> tuple[str, PendingEvent]:
@@ -234,8 +293,8 @@ def build_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> tuple[s
     recorded = None
     if p.get("state") is not None:
         statements = protocol.parse_statements(p.get("state"), "state")
-        recorded = protocol.dumps(p.get("state"))
-    encoded = protocol.dumps(data)
+        recorded = protocol.dumps_stored(p.get("state"), "state")
+    encoded = protocol.dumps_stored(data, "data")
     check_event_size(ctx, encoded, recorded)
     future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
     return sid, PendingEvent(event_type, source, encoded, future, idempotency_key=key,
@@ -255,7 +314,7 @@ def session_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> Await
     this returns (see :func:`submit`).
     """
     sid, item = build_publish(ctx, conn, p)
-    return submit(ctx, sid, item)
+    return submit(ctx, conn, sid, item)
 
 
 @method("session/history")
@@ -267,9 +326,12 @@ async def session_history(ctx: HubContext, conn: ClientConnection, p: Params) ->
     limit = p.integer("limit", 200, lo=1, hi=5000)
     types = p.get("types")
     if types is not None and (
-        not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+        not isinstance(types, list) or len(types) > MAX_HISTORY_TYPES
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TYPE_PATTERN_LEN for t in types)
     ):
-        raise InvalidParams("types must be a list of strings", {"param": "types"})
+        raise InvalidParams(
+            f"types must be a list of at most {MAX_HISTORY_TYPES} patterns, each a string of 1"
+            f" to {MAX_TYPE_PATTERN_LEN} characters", {"param": "types"})
     if after is None and before is None:
         after = 0
     session = await ctx.sessions.get(sid)
@@ -309,9 +371,16 @@ async def session_import(ctx: HubContext, conn: ClientConnection, p: Params) -> 
     events = p.get("events")
     if not isinstance(events, list):
         raise InvalidParams("events must be a list of events", {"param": "events"})
+    metadata = p.mapping("metadata", {})
+    protocol.check_depth(metadata, "metadata")
+    for index, event in enumerate(events):  # an event's data nests one level below it
+        try:
+            protocol.check_depth(event, "events", limit=protocol.MAX_DEPTH + 1)
+        except InvalidParams as exc:
+            raise InvalidParams(f"events[{index}]: {exc.message}",
+                                {"param": "events", "index": index}) from None
     info = await ctx.sessions.import_events(
-        new_id, p.string("title", "", max_len=1000), p.string("agent", None),
-        p.mapping("metadata", {}), events,
+        new_id, p.string("title", "", max_len=1000), p.string("agent", None), metadata, events,
     )
     return {"session": info.to_json()}
 
@@ -331,8 +400,8 @@ async def state_query(ctx: HubContext, conn: ClientConnection, p: Params) -> Any
     params = protocol.check_sql_params(p.get("params"))
     limit = p.integer("limit", 1000, lo=1, hi=10000)
     session = await ctx.sessions.get(sid)
-    columns, rows, truncated = await session.db.query(sql, params, limit)
-    return {"columns": columns, "rows": rows, "truncated": truncated}
+    columns, rows, truncated = await session.db.query_encoded(sql, params, limit)
+    return {"columns": columns, "rows": Fragment(rows), "truncated": truncated}
 
 
 def state_exec_response(request_id: Any, result: CommitResult) -> bytes:
@@ -350,10 +419,10 @@ def state_exec(ctx: HubContext, conn: ClientConnection, p: Params) -> Awaitable[
     sid = p.session_id()
     raw_statements = p.get("statements")
     statements = protocol.parse_statements(raw_statements, "statements")
-    recorded = orjson.dumps(raw_statements)
+    recorded = protocol.dumps_stored(raw_statements, "statements")
     check_event_size(ctx, recorded)
     future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
-    return submit(ctx, sid, PendingEvent(
+    return submit(ctx, conn, sid, PendingEvent(
         "state.changed", conn.source_json(), None, future,
         statements=statements, recorded_statements=recorded,
     ))

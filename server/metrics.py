@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass, field
 
 # Publish-to-commit latency buckets, in seconds.
@@ -21,8 +22,21 @@ class Metrics:
     requests: int = 0
     errors: int = 0
     overloaded: int = 0
+    quarantined_files: int = 0  # session files set aside in data_dir/quarantine
+    background_errors: int = 0  # failures a background loop survived (logged, carried on)
     commit_counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
     commit_sum: float = 0.0
+    _failed: set[str] = field(default_factory=set)  # background work already logged in full
+
+    def background_failed(self, log: logging.Logger, what: str, exc: BaseException) -> None:
+        """Count a failure of background work, which carries on, and log it: with its
+        traceback the first time for ``what``, in one line after that (a full disk must
+        not fill the log too)."""
+        self.background_errors += 1
+        first = what not in self._failed
+        self._failed.add(what)
+        log.error("%s failed: %s; carrying on", what, exc,
+                  exc_info=(type(exc), exc, exc.__traceback__) if first else None)
 
     def observe_commit(self, seconds: float) -> None:
         """Record one publish's time from queued to committed."""
@@ -50,6 +64,12 @@ class Metrics:
                self.errors)
         metric("axtui_overloaded_total", "counter", "Requests refused with -32029.",
                self.overloaded)
+        metric("axtui_quarantined_files", "gauge",
+               "Session files set aside in data_dir/quarantine (they could not be used).",
+               self.quarantined_files)
+        metric("axtui_background_errors_total", "counter",
+               "Failures of background work (idle close, catalog writes) that were logged"
+               " and survived.", self.background_errors)
         name = "axtui_publish_commit_seconds"
         lines += [f"# HELP {name} Time from a publish being queued to its commit.",
                   f"# TYPE {name} histogram"]

@@ -215,7 +215,7 @@ EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 MAX_INT = 2**63 - 1  # SQLite's largest integer
 MAX_TYPE_LEN = 64
 MAX_IDEMPOTENCY_KEY_LEN = 128
-MAX_DISPLAY_NAME_LEN = 64  # onBehalfOf
+MAX_DISPLAY_NAME_LEN = 64  # onBehalfOf, clientInfo.name and .kind
 RESERVED_PREFIXES = ("agent.", "turn.", "tool.", "session.", "hub.")
 RESERVED_TYPES = frozenset({"plan", "permission.request", "state.changed"})
 
@@ -230,18 +230,31 @@ def check_session_id(value: object, name: str = "sessionId") -> str:
     return value
 
 
+# Bidi embeddings, overrides, isolates and marks: they reorder the text around them.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+
+
+def is_label(value: str) -> bool:
+    """Whether ``value`` prints on one line: no control character (C0, DEL, C1), surrogate,
+    line or paragraph separator, or bidi control (every script, emoji and joiner pass)."""
+    return not any(c in BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+                   for c in value)
+
+
 def check_display_name(value: object, name: str = "onBehalfOf") -> str:
-    """A person's display name (``onBehalfOf``): 1 to 64 characters, not blank, and no
-    control characters (a name must not break the line it is shown on)."""
+    """A label people read (``onBehalfOf``, ``clientInfo.name`` and ``.kind``): 1 to 64
+    characters, not blank, printable on one line (:func:`is_label`), so that it cannot
+    forge a line in a log or rewrite a terminal it is shown on."""
     if (
         not isinstance(value, str)
         or not 0 < len(value) <= MAX_DISPLAY_NAME_LEN
         or value.isspace()
-        or any(unicodedata.category(c) == "Cc" for c in value)
+        or not is_label(value)
     ):
         raise InvalidParams(
             f"{name} must be a display name: 1 to {MAX_DISPLAY_NAME_LEN} characters, not"
-            " blank, with no control characters",
+            " blank, with no control characters, line breaks or bidi controls",
             {"param": name},
         )
     return value
@@ -380,6 +393,38 @@ class Params:
     def session_id(self, name: str = "sessionId") -> str:
         """A required, valid session id."""
         return check_session_id(self.raw.get(name), name)
+
+
+MAX_DEPTH = 64  # levels of arrays and objects in JSON a client stores (protocol.md §10)
+
+
+def check_depth(value: object, name: str, encoded: bytes | None = None,
+                limit: int = MAX_DEPTH) -> None:
+    """:class:`InvalidParams` naming ``name`` if arrays and objects in ``value`` nest past
+    ``limit`` (a scalar is depth 0, ``[]`` depth 1): stored JSON is re-encoded by forks and
+    exports, which would fail long after. Iterative, so any decoded depth is safe; with the
+    ``encoded`` value, one with at most ``limit`` brackets passes at once."""
+    if encoded is not None and encoded.count(b"[") + encoded.count(b"{") <= limit:
+        return
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = (
+        [(value, 1)] if isinstance(value, dict | list) else [])
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidParams(f"{name} nests more than {limit} levels deep", {"param": name})
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def dumps_stored(value: object, name: str) -> bytes:
+    """Encode the ``name`` param to store it (:class:`InvalidParams` if too deep or bad)."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:  # past orjson's own depth, or an integer over 64 bits
+        check_depth(value, name)
+        raise InvalidParams(f"{name} cannot be encoded as JSON: {exc}", {"param": name}) from None
+    check_depth(value, name, encoded)
+    return encoded
 
 
 def parse_statements(value: object, name: str) -> list[tuple[str, list[Any] | dict[str, Any]]]:

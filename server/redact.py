@@ -1,4 +1,5 @@
-"""Keep tokens out of every log an axtui process writes (the hub, the TUI, the CLI, Slack).
+"""Keep tokens out of every log an axtui process writes (the hub, the TUI, the CLI, Slack),
+and keep every log line one line.
 
 Libraries log secrets on their own: ``websockets`` logs every handshake header at DEBUG
 (``Authorization: Bearer …``, on the client's side and on the hub's) and every frame (an
@@ -16,6 +17,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from websockets.frames import DATA_OPCODES, Frame
 
@@ -33,6 +35,28 @@ _PATTERNS = (
 )
 
 
+# What could forge a log line or hide what it says: C0 controls (but tab), DEL, C1, the
+# line and paragraph separators and the bidi controls. Client text (names, ids, SQL, agent
+# output) reaches log messages, so every message is escaped here, once, not at each call.
+_OTHER_CONTROLS = r"\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROLS = re.compile(rf"[\x00-\x08\n{_OTHER_CONTROLS}]")
+_CONTROLS_BUT_NEWLINE = re.compile(rf"[\x00-\x08{_OTHER_CONTROLS}]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_controls(text: str, *, newlines: bool = False) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``,
+    ``\\u202e``), so it stays one line of a log and shows what it holds; ``newlines``
+    keeps line breaks (a traceback is several lines)."""
+    pattern = _CONTROLS_BUT_NEWLINE if newlines else _CONTROLS
+    return pattern.sub(_escape, text)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with known ``secrets`` and anything shaped like a credential masked."""
     for secret in secrets:
@@ -41,6 +65,31 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(rf"\g<1>{REDACTED}", text)
     return text
+
+
+def hide_paths(text: str, data_dir: Path) -> str:
+    """``text`` with the hub's own paths replaced by what they stand for, for answers to
+    clients (who have no business knowing where the hub keeps its files): a session file
+    (``sessions/<id>.db``, ``-wal`` and the like) becomes ``session <id>``, any other path
+    in the data dir ``the hub's data dir``. The data dir is matched as configured and as
+    an absolute path."""
+    for root in _roots(data_dir):
+        if root not in text:
+            continue
+        # A relative root counts only where it starts a path: "data" is an ordinary word.
+        absolute = root.startswith("/")
+        prefix = ("" if absolute else r"(?<![\w./-])") + re.escape(root)
+        text = re.sub(prefix + r"/sessions/([A-Za-z0-9][A-Za-z0-9._-]*?)\.db"
+                      r"(?:-wal|-shm|-journal)?(?![\w.-])", r"session \1", text)
+        rest = r"(?:/[^\s'\":;,]*)?(?![\w.-])" if absolute else r"/[^\s'\":;,]*"
+        text = re.sub(prefix + rest, "the hub's data dir", text)
+    return text
+
+
+def _roots(data_dir: Path) -> list[str]:
+    """The spellings of ``data_dir`` a message may hold, longest first."""
+    forms = {str(data_dir), str(data_dir.absolute()), str(data_dir.resolve())}
+    return sorted((f for f in forms if f not in ("", ".", "/")), key=len, reverse=True)
 
 
 class Redactor(logging.Filter):
@@ -62,7 +111,8 @@ class Redactor(logging.Filter):
         self.secrets.update(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message (and traceback) with secrets masked."""
+        """Rewrite the record's message (and traceback) with secrets masked and control
+        characters escaped (:func:`escape_controls`)."""
         args = record.args
         if isinstance(args, tuple) and any(isinstance(a, Frame) for a in args):
             record.args = tuple(self._frame(a) if isinstance(a, Frame) else a for a in args)
@@ -70,12 +120,13 @@ class Redactor(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken log call: the handler reports it, as it would have
             return True
-        masked = redact(message, self.secrets)
+        masked = escape_controls(redact(message, self.secrets))
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info),
-                                     self.secrets)
+            record.exc_text = escape_controls(
+                redact(logging.Formatter().formatException(record.exc_info), self.secrets),
+                newlines=True)
         return True
 
     def _frame(self, frame: Frame) -> Frame:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 
 from server import protocol
+from server.agent_start import remove_agent_files
 from server.catalog import Catalog
 from server.config import AgentConfig, HubConfig
+from server.events import PermissionResponse, TurnFailed, TurnFailure, TurnStarted, loads_event
 from server.metrics import Metrics
 from server.protocol import (
     Conflict,
@@ -24,13 +28,27 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
+from server.sessionbuild import build_session
 from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
-from server.sessionfile import SessionMeta, remove_files
+from server.sessionfile import (
+    RecordedEvents,
+    SessionFileDamaged,
+    SessionFileError,
+    SessionFileLocked,
+    SessionMeta,
+    recorded_fields,
+    remove_files,
+)
 from server.sessions import Session
-from server.sources import Source
+from server.sources import HUB_SOURCE, Source
 from server.sqliteio import release_freed_memory
+from server.tasks import TaskSet
 
 log = logging.getLogger("axtui.sessions")
+
+# A session used this recently is never closed to make room for another (the request that
+# opened it is probably still reading it): past hub.max_open_sessions it is -32029.
+EVICT_GRACE = 1.0
 
 
 class SessionRegistry:
@@ -65,6 +83,12 @@ class SessionRegistry:
         self._closing: dict[str, tuple[Session, asyncio.Future[None]]] = {}
         self._reserved: set[str] = set()  # ids being created right now
         self._deleting: set[str] = set()  # ids being deleted right now: never reopened
+        # Closed sessions whose last head the catalog could not take (a full disk, say):
+        # described from memory, written again by the janitor.
+        self._unsaved: dict[str, Session] = {}
+        self._pinned: Counter[str] = Counter()  # origins being forked: not closed for room
+        self._pending_opens = 0  # files being opened or built, counted against the limit
+        self._tasks = TaskSet(log, "the session registry")
         self._janitor: asyncio.Task[None] | None = None
         self._persisting: asyncio.Task[None] | None = None
         self.closing = False  # set by close_all: no session opens after it
@@ -80,14 +104,25 @@ class SessionRegistry:
         return self.config.max_queue
 
     def committed(self, session: Session, events: list[tuple[int, bytes]]) -> None:
-        """Tell ``on_committed`` of events just committed to ``session``."""
+        """Tell ``on_committed`` of events just committed to ``session`` (a callback that
+        fails is logged and counted: it must not stop the session's writer)."""
         for callback in self.on_committed:
-            callback(session, events)
+            try:
+                callback(session, events)
+            except Exception as exc:
+                self.background_failed(f"telling {callback!r} of commits", exc)
 
     def changed(self, session: Session) -> None:
         """Tell ``on_changed`` that ``session`` changed."""
         for callback in self.on_changed:
-            callback(session.info)
+            try:
+                callback(session.info)
+            except Exception as exc:
+                self.background_failed(f"telling {callback!r} of a change", exc)
+
+    def background_failed(self, what: str, exc: BaseException) -> None:
+        """Log and count a failure of background work, which carries on."""
+        self.metrics.background_failed(log, what, exc)
 
     # --- lookup ----------------------------------------------------------------------------
 
@@ -128,12 +163,22 @@ class SessionRegistry:
         closing = self._closing.get(session_id)
         if closing is not None:  # one writer per file: let the old one finish first
             await asyncio.shield(closing[1])
-        info = await self.catalog.get(session_id)
+        unsaved = self._unsaved.get(session_id)
+        info = unsaved.info if unsaved is not None else await self.catalog.get(session_id)
         if info is None:
             raise not_found(session_id)
-        db = await SessionDatabase.open(self.catalog.session_path(session_id),
-                                        self.config.durability)
+        await self._make_room()
+        self._pending_opens += 1
+        try:
+            db = await SessionDatabase.open(self.catalog.session_path(session_id),
+                                            self.config.durability)
+        except SessionFileError as exc:
+            raise await self._unusable(session_id, exc) from None
+        finally:
+            self._pending_opens -= 1
         await self._refuse_if_closing(db)
+        db.file_guard.watch(partial(self._file_gone, db))
+        self._unsaved.pop(session_id, None)
         db.sql_timeout = self.config.query_timeout
         info.head_seq = db.head_seq
         info.updated_at = max(info.updated_at, db.last_ts)
@@ -159,21 +204,23 @@ class SessionRegistry:
         self, limit: int, cursor: str | None, agent: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         """A page of sessions, most recently updated first."""
+        deleting = set(self._deleting)  # a deletion may end (and its row go) meanwhile
         await self.flush_catalog()
         try:
             infos, next_cursor = await self.catalog.list(limit, cursor, agent)
         except ValueError as exc:
             raise InvalidParams(str(exc), {"param": "cursor"}) from None
+        deleting |= self._deleting
         return [s.info if (s := self._described(i.session_id)) else i
-                for i in infos], next_cursor
+                for i in infos if i.session_id not in deleting], next_cursor
 
     def _described(self, session_id: str) -> Session | None:
-        """The session whose info in memory is newer than the catalog's: an open one, or
-        one being closed."""
+        """The session whose info in memory is newer than the catalog's: an open one, one
+        being closed, or one closed whose last head the catalog has not taken."""
         session = self.open.get(session_id)
         if session is None and session_id in self._closing:
             session = self._closing[session_id][0]
-        return session
+        return session or self._unsaved.get(session_id)
 
     def persist_soon(self) -> None:
         """Write changed sessions into the catalog shortly (agent states must survive a crash)."""
@@ -186,15 +233,20 @@ class SessionRegistry:
             self._persist_again = False
             try:
                 await self.flush_catalog()
-            except Exception:
-                log.exception("could not write session states into the catalog")
+            except Exception as exc:  # the sessions stay stale: the next persist retries
+                self.background_failed("writing session states into the catalog", exc)
 
     async def flush_catalog(self) -> None:
         """Write the heads of open sessions that changed into the catalog."""
         stale = [s for s in self.open.values() if s.catalog_stale]
         for s in stale:
             s.catalog_stale = False
-        await self.catalog.update_heads([s.info for s in stale], dirty=True)
+        try:
+            await self.catalog.update_heads([s.info for s in stale], dirty=True)
+        except BaseException:
+            for s in stale:
+                s.catalog_stale = True
+            raise
 
     # --- creating, forking, deleting -------------------------------------------------------
 
@@ -222,16 +274,10 @@ class SessionRegistry:
         if len(data) > self.config.max_event_bytes:
             raise protocol.TooLarge("title and metadata are too large")
         sid = self._reserve(session_id)
-        try:
-            meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
-            fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
-            created = PendingEvent("session.created", source.to_json(), data, fut)
-            db = await SessionDatabase.create(
-                self.catalog.session_path(sid), meta, self.config.durability, created
-            )
-            return await self._register(db)
-        finally:
-            self._reserved.discard(sid)
+        meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
+        fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+        created = PendingEvent("session.created", source.to_json(), data, fut)
+        return await self._write_new(meta, None, None, created)
 
     async def fork(
         self,
@@ -245,7 +291,8 @@ class SessionRegistry:
         """Fork a session at ``at_seq``: copy events, rebuild state, record ``session.forked``.
 
         ``agent`` gives the fork another agent than the origin's (recorded in
-        ``session.forked`` as ``agent``).
+        ``session.forked`` as ``agent``). A request still open at ``at_seq`` is cancelled
+        and a turn still running is recorded as interrupted: a fork starts with no turn.
         """
         if agent is not None and agent not in self.agents:
             raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
@@ -256,23 +303,41 @@ class SessionRegistry:
             raise InvalidParams(f"atSeq must be between 1 and {head}", {"param": "atSeq"})
         sid = self._reserve(new_session_id)
         om = origin.db.meta
-        meta = SessionMeta(sid, protocol.new_epoch(), title or f"{om.title} (fork)".strip(),
+        meta = SessionMeta(sid, protocol.new_epoch(),
+                           title or f"{om.title.removesuffix(' (fork)')} (fork)".strip(),
                            agent or om.agent, dict(om.metadata), protocol.now_ms())
 
         async def fill(db: SessionDatabase) -> None:
             await db.copy_from(origin.db, at)
-            fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
             forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
             if agent is not None:
                 forked["agent"] = agent
-            outcomes, _ = await db.append_batch(
-                [PendingEvent("session.forked", source.to_json(), orjson.dumps(forked), fut)]
-            )
-            if isinstance(outcomes[0], ProtocolError):
-                raise outcomes[0]
+            # A fork starts with no turn running: nothing would ever answer a request open
+            # at ``at`` or end its turn, so both are closed here, in the same fill.
+            hub = HUB_SOURCE.to_json()
+            items: list[tuple[str, bytes, dict[str, Any], str | None]] = [
+                ("session.forked", source.to_json(), forked, None)]
+            items += [("permission.response", hub, PermissionResponse(rid).to_json(), None)
+                      for rid, perm in db.permissions.items() if perm.answered_by is None]
+            last = [loads_event(r) for r in await origin.db.history(None, at + 1, 1, ["turn.*"])]
+            if last and isinstance(started := last[0].data, TurnStarted):
+                items.append(("turn.failed", hub, TurnFailed(
+                    started.turn_id, TurnFailure.INTERRUPTED,
+                    "the session was forked during this turn").to_json(), started.turn_id))
+            loop = asyncio.get_running_loop()
+            outcomes, _ = await db.append_batch([
+                PendingEvent(kind, src, orjson.dumps(data), loop.create_future(), turn_id=tid)
+                for kind, src, data, tid in items])
+            for outcome in outcomes:
+                if isinstance(outcome, ProtocolError):
+                    raise outcome
 
-        return await self._write_new(meta, fill, lambda message: InternalError(
-            f"the fork could not rebuild its state: {message}"))
+        self._pinned[session_id] += 1  # the origin stays open while it is copied
+        try:
+            return await self._write_new(meta, fill, lambda message: InternalError(
+                f"the fork could not rebuild its state: {message}"))
+        finally:
+            self._pinned -= Counter((session_id,))
 
     async def import_events(
         self,
@@ -293,7 +358,7 @@ class SessionRegistry:
         if not events:
             raise InvalidParams("events must hold at least session.created", {"param": "events"})
         keys: set[str] = set()
-        events = [_recorded_fields(e) if isinstance(e, dict) else e for e in events]
+        events = [recorded_fields(e) if isinstance(e, dict) else e for e in events]
         for index, event in enumerate(events):
             try:
                 protocol.check_recorded_event(event, index + 1)
@@ -311,29 +376,39 @@ class SessionRegistry:
 
         async def fill(db: SessionDatabase) -> None:
             # The same copy a fork makes, fed from the recorded events.
-            await db.copy_from(_Recorded(events), len(events))
+            await db.copy_from(RecordedEvents(events), len(events))
 
         return await self._write_new(meta, fill, lambda message: InvalidParams(
             f"the recorded events cannot be imported: {message}"))
 
     async def _write_new(
-        self, meta: SessionMeta, fill: Callable[[SessionDatabase], Awaitable[None]],
-        failure: Callable[[str], ProtocolError],
+        self, meta: SessionMeta, fill: Callable[[SessionDatabase], Awaitable[None]] | None,
+        failure: Callable[[str], ProtocolError] | None, created: PendingEvent | None = None,
     ) -> SessionInfo:
-        """Create the file of the reserved session ``meta.session_id``, ``fill`` it, and open
-        it; if filling fails the file is removed and a protocol error becomes ``failure``."""
+        """Build the file of the reserved session ``meta.session_id`` whole (``created`` as
+        its seq 1, then ``fill``), move it into place and open it
+        (:meth:`SessionDatabase.build`); if filling fails nothing is left, and a protocol
+        error becomes ``failure``."""
         path = self.catalog.session_path(meta.session_id)
-        try:
-            db = await SessionDatabase.create(path, meta, self.config.durability)
+
+        async def filled(db: SessionDatabase) -> None:
+            db.sql_timeout = self.config.query_timeout
+            if fill is None:
+                return
             try:
-                db.sql_timeout = self.config.query_timeout
                 await fill(db)
-            except BaseException as exc:
-                await db.close()
-                remove_files(path)
-                if isinstance(exc, ProtocolError):
-                    raise failure(exc.message) from exc
-                raise
+            except ProtocolError as exc:
+                if failure is None:
+                    raise
+                raise failure(exc.message) from exc
+
+        try:
+            await self._make_room()
+            self._pending_opens += 1
+            try:
+                db = await build_session(path, meta, self.config.durability, filled, created)
+            finally:
+                self._pending_opens -= 1
             return await self._register(db)
         finally:
             self._reserved.discard(meta.session_id)
@@ -344,8 +419,14 @@ class SessionRegistry:
         self.metrics.events_appended += 1  # session.created or session.forked
         meta = db.meta
         db.sql_timeout = self.config.query_timeout
+        db.file_guard.watch(partial(self._file_gone, db))
         info = meta.info(db.head_seq, db.last_ts)
-        await self.catalog.put(info, dirty=True)
+        try:
+            await self.catalog.put(info, dirty=True)
+        except BaseException:  # not in the catalog: it must not be found at the next start
+            await db.close()
+            remove_files(db.path)
+            raise
         session = Session(info, db, self)
         self.open[info.session_id] = session
         self.metrics.sessions_open = len(self.open)
@@ -362,6 +443,7 @@ class SessionRegistry:
             await session.close(deleted=True)
             await self.catalog.delete(session_id)
             remove_files(self.catalog.session_path(session_id))
+            await remove_agent_files(self.config.data_dir, session_id)
         finally:
             self._deleting.discard(session_id)
         for callback in self.on_deleted:
@@ -370,17 +452,31 @@ class SessionRegistry:
     # --- closing ---------------------------------------------------------------------------
 
     async def _close_idle_loop(self) -> None:
+        """Close idle sessions and retry catalog writes that failed; a failure is logged
+        and counted, and the loop carries on."""
         idle = self.config.session_idle_close
         while True:
             await asyncio.sleep(max(0.05, min(5.0, idle / 2)))
-            cutoff = time.monotonic() - idle
             closed = 0
             for session in list(self.open.values()):
-                if not session.busy and session.last_used < cutoff:
-                    await self._close(session)
+                if (not session.busy and session.last_used < time.monotonic() - idle
+                        and self.open.get(session.id) is session):
                     closed += 1
-            if closed:
-                await asyncio.to_thread(release_freed_memory)  # off the loop: it takes ms
+                    try:
+                        await self._close(session)
+                    except Exception as exc:
+                        self.background_failed("closing an idle session", exc)
+            try:
+                if self._unsaved:
+                    saved = list(self._unsaved.values())
+                    await self.catalog.update_heads([s.info for s in saved], dirty=False)
+                    for s in saved:
+                        if self._unsaved.get(s.id) is s:
+                            del self._unsaved[s.id]
+                if closed:
+                    await asyncio.to_thread(release_freed_memory)  # off the loop: it takes ms
+            except Exception as exc:
+                self.background_failed("writing closed sessions into the catalog", exc)
 
     async def _close(self, session: Session) -> None:
         self.open.pop(session.id, None)
@@ -389,10 +485,89 @@ class SessionRegistry:
         self._closing[session.id] = (session, done)
         try:
             await session.close()
-            await self.catalog.update_heads([session.info], dirty=False)
+            try:
+                await self.catalog.update_heads([session.info], dirty=False)
+            except Exception:
+                self._unsaved[session.id] = session  # described from memory meanwhile
+                raise
         finally:
             del self._closing[session.id]
             done.set_result(None)
+
+    async def _make_room(self) -> None:
+        """Close least recently used idle sessions until one more file may open
+        (``hub.max_open_sessions``), else -32029. With room it returns without an await, so
+        the caller counts its file in ``_pending_opens`` before anyone else looks."""
+        limit = self.config.max_open_sessions
+        while len(self.open) + len(self._closing) + self._pending_opens >= limit:
+            if self._closing:  # their room is coming
+                await asyncio.wait([f for _, f in self._closing.values()])
+                continue
+            recent = time.monotonic() - EVICT_GRACE
+            idle = [s for s in self.open.values()
+                    if not s.busy and s.last_used < recent and s.id not in self._pinned]
+            if not idle:
+                self.metrics.overloaded += 1
+                raise Overloaded(f"the hub has {limit} sessions open (hub.max_open_sessions)"
+                                 " and all are in use; try again in a moment")
+            try:
+                await self._close(min(idle, key=lambda s: s.last_used))
+            except Exception as exc:
+                self.background_failed("closing a session to make room", exc)
+
+    async def _unusable(self, session_id: str, exc: SessionFileError) -> ProtocolError:
+        """The error for a session whose file cannot be opened. A damaged file is set aside
+        and the session forgotten; a locked one is an error until it is free."""
+        if not isinstance(exc, SessionFileDamaged):
+            later = " now" if isinstance(exc, SessionFileLocked) else ""
+            return InternalError(f"session {session_id} cannot be opened{later}: {exc}")
+        try:
+            await self.catalog.quarantine(session_id, str(exc))
+        except Exception as err:
+            self.background_failed(f"setting the file of session {session_id} aside", err)
+        else:
+            for callback in self.on_deleted:
+                callback(session_id)
+        return InternalError(f"session {session_id} cannot be opened: {exc}; the file was"
+                             " set aside in the data dir's quarantine folder")
+
+    def _file_gone(self, db: SessionDatabase, deleted: bool) -> None:
+        """A commit found the file of an open session deleted (or replaced): the session is
+        closed at once and its pending writes fail; a deleted one is forgotten, a replaced
+        one opens the new file at its next use (after the old connections are closed:
+        they share the WAL's name)."""
+        sid = db.meta.session_id
+        session = self.open.get(sid)
+        if session is None or session.db is not db:
+            return
+        log.warning("the file of session %s was %s while it was open: session closed, its"
+                    " last writes not acknowledged", sid, "deleted" if deleted else "replaced")
+        self.open.pop(sid)
+        self.metrics.sessions_open = len(self.open)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing[sid] = (session, done)
+        if deleted:
+            self._deleting.add(sid)
+        else:  # subscribers resume against the new file
+            for sub in list(session.subscribers):
+                sub.stop()
+                sub.sink.subscription_failed(sid)
+        self._tasks.spawn(self._drop(session, deleted, done), name=f"drop {sid}")
+
+    async def _drop(self, session: Session, deleted: bool, done: asyncio.Future[None]) -> None:
+        try:
+            await session.close(deleted=True)
+            if deleted:
+                await self.catalog.delete(session.id)
+            else:
+                await asyncio.to_thread(session.db.file_guard.remove_own_wal)
+        finally:
+            del self._closing[session.id]
+            self._deleting.discard(session.id)
+            done.set_result(None)
+        if deleted:
+            for callback in self.on_deleted:
+                callback(session.id)
 
     async def _refuse_if_closing(self, db: SessionDatabase) -> None:
         if self.closing:
@@ -409,30 +584,12 @@ class SessionRegistry:
             await asyncio.wait([asyncio.ensure_future(f) for f in opening])
         if self._persisting is not None:
             await self._persisting
-        await asyncio.gather(*(self._close(s) for s in list(self.open.values())))
-
-
-RECORDED_FIELDS = ("seq", "id", "ts", "type", "source", "data", "idempotencyKey", "turnId")
-
-
-def _recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
-    """An imported event with the fields of an event only, in the order the hub writes them."""
-    fields = {name: event.get(name) for name in RECORDED_FIELDS}
-    if event.get("state") is not None:
-        fields["state"] = event["state"]
-    return fields
-
-
-class _Recorded:
-    """Recorded events as an :class:`~server.sessiondb.EventSource`."""
-
-    def __init__(self, events: Sequence[dict[str, Any]]) -> None:
-        self.events = events
-
-    async def iter_raw(self, up_to_seq: int) -> AsyncIterator[bytes]:
-        """The events with seq up to ``up_to_seq``, encoded."""
-        for event in self.events[:up_to_seq]:
-            yield orjson.dumps(event)
+        await self._tasks.wait()
+        results = await asyncio.gather(*(self._close(s) for s in list(self.open.values())),
+                                       return_exceptions=True)
+        for result in results:  # the rows stay dirty: the next start reads the files
+            if isinstance(result, Exception):
+                self.background_failed("writing closed sessions into the catalog", result)
 
 
 def not_found(session_id: str) -> NotFound:

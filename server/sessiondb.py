@@ -16,11 +16,10 @@ columns beside it are what SQL needs to find events. Copying the file copies the
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,19 +28,30 @@ import aiosqlite
 import orjson
 
 from server import protocol
+from server.clientsql import (
+    ClientLimits,
+    CommitBudget,
+    TransactionLost,
+    fetch_capped,
+    run_query,
+    run_writes,
+)
 from server.permissions import Permission, permission_row
 from server.protocol import Conflict, NotFound, ProtocolError
 from server.sessionfile import (
     FORMAT_VERSION,
     INSERT_EVENT,
     SCHEMA,
+    FileGuard,
     SessionMeta,
+    file_error,
     insert_events,
     read_meta,
     remove_files,
+    sync_file,
 )
 from server.sqlguard import Policy, SqlGuard
-from server.sqliteio import connect, in_thread, sql_error
+from server.sqliteio import connect, in_thread
 from server.typepattern import TypePattern
 
 PERMISSION_TYPES = ("permission.request", "permission.response")
@@ -75,6 +85,9 @@ class PendingEvent:
     statements: list[tuple[str, Any]] | None = None
     recorded_statements: bytes | None = None  # the statements as the client sent them
     queued_at: float = field(default_factory=time.perf_counter)
+    # Who sent it (a client connection; None for the hub's own events): a batch that puts
+    # off one of an origin's writes puts off that origin's later ones too (append_batch).
+    origin: object = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,7 +104,9 @@ class CommitResult:
 class StagedBatch:
     """A batch made ready to commit: outcomes, events, permission changes, rows to insert."""
 
-    outcomes: list[CommitResult | ProtocolError]
+    # One per item: its result, its error, or None when it waits for the next batch
+    # (hub.commit_budget was used up: see append_batch).
+    outcomes: list[CommitResult | ProtocolError | None]
     committed: list[tuple[int, bytes]]  # (seq, raw) of the new events
     perms: dict[str, Permission]
     ts: int  # the last event's ts
@@ -105,6 +120,7 @@ class SessionDatabase:
     def __init__(self, path: Path, meta: SessionMeta, durability: str) -> None:
         self.path = path
         self.sql_timeout = 5.0  # seconds a client statement may run
+        self.limits = ClientLimits()  # the hub's config sets them (Session)
         self.meta = meta
         self.durability = durability
         self.head_seq = 0
@@ -114,6 +130,7 @@ class SessionDatabase:
         self._reader: aiosqlite.Connection | None = None
         self._query: aiosqlite.Connection | None = None
         self.closed = False
+        self.file_guard = FileGuard(path)  # a commit checks the file is still there
         self._lazy_open = asyncio.Lock()  # one reader and one query connection, never two
         self._write_guard = SqlGuard(Policy.HUB)
         self._query_guard = SqlGuard(Policy.READ)
@@ -122,17 +139,18 @@ class SessionDatabase:
 
     @classmethod
     async def create(
-        cls, path: Path, meta: SessionMeta, durability: str, created: PendingEvent | None = None
+        cls, path: Path, meta: SessionMeta, durability: str, created: PendingEvent | None = None,
+        *, building: bool = False,
     ) -> SessionDatabase:
         """Make a new session file holding ``meta`` (and ``created`` as seq 1, if given).
 
-        Fails with :class:`Conflict` if the file exists.
-        """
+        Fails with :class:`Conflict` if the file exists. ``building``: no WAL and no syncs
+        until :meth:`seal` (nobody sees the file before: :mod:`server.sessionbuild`)."""
         if path.exists():
             raise Conflict(f"session {meta.session_id} already exists")
         log = cls(path, meta, durability)
         try:
-            await log._open_writer()
+            await log._open_writer(building=building)
             db = log._writer
             assert db is not None
             rows = [
@@ -154,11 +172,12 @@ class SessionDatabase:
 
     @classmethod
     async def open(cls, path: Path, durability: str) -> SessionDatabase:
-        """Open an existing session file."""
-        meta = read_meta(path)
+        """Open an existing session file, or raise a ``SessionFileError`` (read in threads:
+        a locked file never holds up the event loop)."""
+        meta = await asyncio.to_thread(read_meta, path)
         log = cls(path, meta, durability)
         try:
-            await log._open_writer()
+            await log._open_writer(create=False)
             db = log._writer
             assert db is not None
             async with db.execute("SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1") as cur:
@@ -174,22 +193,41 @@ class SessionDatabase:
                         rid, rseq, orjson.loads(options), aseq,
                         orjson.loads(aby) if aby else None,
                     )
+        except (sqlite3.Error, ValueError) as exc:
+            await log.close()
+            raise file_error(path, exc) from exc
         except BaseException:
             await log.close()
             raise
         return log
 
-    async def _open_writer(self) -> None:
+    async def _open_writer(self, *, create: bool = True, building: bool = False) -> None:
+        # mode=rw for an existing file: one deleted meanwhile is an error, not a new file
         db = await connect(
-            self.path, isolation_level=None, cached_statements=0, check_same_thread=False
+            f"file:{self.path}?mode={'rwc' if create else 'rw'}", uri=True,
+            isolation_level=None, cached_statements=0, check_same_thread=False,
         )
         self._writer = db
-        await db.execute("PRAGMA journal_mode=WAL")
-        sync = "FULL" if self.durability == "full" else "NORMAL"
-        await db.execute(f"PRAGMA synchronous={sync}")
+        if building:  # a crash loses the file anyway: no WAL, no syncs until seal()
+            await db.execute("PRAGMA journal_mode=MEMORY")
+            await db.execute("PRAGMA synchronous=OFF")
+        else:
+            await db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            await db.execute(f"PRAGMA synchronous={sync}")
         await db.executescript(SCHEMA)
+        await asyncio.to_thread(self.file_guard.record)
         await db.set_authorizer(self._write_guard)
         await db.set_progress_handler(self._write_guard.expired, PROGRESS_STEPS)
+
+    def _check_file(self, con: sqlite3.Connection | None = None) -> None:
+        """:meth:`FileGuard.check`, in the writer's thread before a commit is acknowledged."""
+        self.file_guard.check(self.meta.session_id)
+
+    async def seal(self) -> None:
+        """Close a file made ``building`` and sync it, whatever the durability."""
+        await self.close()
+        await asyncio.to_thread(sync_file, self.path)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -228,6 +266,9 @@ class SessionDatabase:
             db = await connect(f"file:{self.path}?mode={mode}", uri=True, isolation_level=None,
                                **kwargs)
             try:
+                # By name: a replaced file's successor would be read with the old WAL (and
+                # get it at close). SQLite reads nothing before a statement: check first.
+                await in_thread(db, self._check_file)
                 await setup(db)
                 self._check_open()  # closed while connecting
             except BaseException:
@@ -250,12 +291,19 @@ class SessionDatabase:
 
     async def append_batch(
         self, batch: Sequence[PendingEvent]
-    ) -> tuple[list[CommitResult | ProtocolError], list[tuple[int, bytes]]]:
+    ) -> tuple[list[CommitResult | ProtocolError | None], list[tuple[int, bytes]]]:
         """Commit ``batch`` in one transaction (group commit).
 
-        Returns one outcome per item (a result, or the error for that item alone) and the
-        newly committed events as ``(seq, raw)``. Seq is assigned inside the transaction;
-        if the commit fails nothing changes, in the file or in memory.
+        Returns one outcome per item (a result, the error for that item alone, or ``None``
+        for an item put off to the next batch) and the newly committed events as
+        ``(seq, raw)``. Seq is assigned inside the transaction; if the commit fails nothing
+        changes, in the file or in memory.
+
+        Client SQL may use ``hub.commit_budget`` seconds of a batch: once it has, the
+        batch's later client SQL is put off to the next batch, and so is every later item
+        of the same origin (a connection's writes keep their order); other events still
+        go. A client write that makes SQLite roll back the whole transaction (interrupted
+        at its deadline) fails alone: the batch is staged again without it.
 
         The transaction is one call into the writer's thread (each awaited aiosqlite call is
         a round trip to it). The events are encoded on the event loop's thread beforehand:
@@ -280,8 +328,7 @@ class SessionDatabase:
         self.permissions.update(staged.perms)
         return staged.outcomes, staged.committed
 
-    @staticmethod
-    def _commit_rows(con: sqlite3.Connection, staged: StagedBatch) -> None:
+    def _commit_rows(self, con: sqlite3.Connection, staged: StagedBatch) -> None:
         """Insert staged events (and permission rows) in one transaction (writer's thread)."""
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -293,34 +340,53 @@ class SessionDatabase:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
+        self._check_file()
 
     def _commit_staging(
         self, con: sqlite3.Connection, batch: Sequence[PendingEvent]
     ) -> StagedBatch:
         """Stage and commit a batch with client SQL, all in the writer's thread."""
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
-            staged = self._stage(con, batch, self._known_keys(con, keys) if keys else {})
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
+        failed: dict[int, ProtocolError] = {}  # items whose client SQL ended a transaction
+        budget = CommitBudget(self.limits.commit_budget)
+        while True:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
+                staged = self._stage(con, batch, self._known_keys(con, keys) if keys else {},
+                                     failed, budget)
+                con.execute("COMMIT")
+                break
+            except TransactionLost as lost:  # SQLite rolled it all back: again, without it
+                failed[lost.index] = lost.error
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
+        self._check_file()
         return staged
 
     def _stage(
         self, con: sqlite3.Connection | None, batch: Sequence[PendingEvent],
-        known: dict[str, CommitResult],
+        known: dict[str, CommitResult], failed: dict[int, ProtocolError] | None = None,
+        budget: CommitBudget | None = None,
     ) -> StagedBatch:
         """Assign seqs and encode the events. With ``con`` (in the writer's thread, inside
         the transaction) rows are inserted as it goes, client SQL in between; without, the
-        rows are returned to insert (the batch has no client SQL). Reads the log's state,
-        changes none of it."""
+        rows are returned to insert (the batch has no client SQL). Items in ``failed`` get
+        that error; client SQL past the ``budget`` is put off (see :meth:`append_batch`).
+        Reads the log's state, changes none of it."""
         out = StagedBatch([], [], {}, self.last_ts)
         rows = out.rows
         seq, ts = self.head_seq, self.last_ts
-        for item in batch:
+        put_off: set[object] = set()  # origins with an item put off to the next batch
+        for index, item in enumerate(batch):
+            if failed and index in failed:
+                out.outcomes.append(failed[index])
+                continue
+            if item.origin in put_off or (item.statements and budget and budget.used_up):
+                put_off.add(item.origin)
+                out.outcomes.append(None)
+                continue
             key = item.idempotency_key
             if key is not None and key in known:
                 out.outcomes.append(known[key])
@@ -339,7 +405,15 @@ class SessionDatabase:
                     if rows:
                         insert_events(con, rows)
                         rows.clear()
-                    changes = self._run_client_writes(con, item.statements)
+                    started = time.monotonic()
+                    try:
+                        changes = self._run_client_writes(con, item.statements)
+                    except TransactionLost as lost:
+                        lost.index = index
+                        raise
+                    finally:
+                        if budget is not None:
+                            budget.spend(time.monotonic() - started)
             except ProtocolError as exc:
                 out.outcomes.append(exc)
                 continue
@@ -388,38 +462,14 @@ class SessionDatabase:
         return known
 
     def _run_client_writes(
-        self, con: sqlite3.Connection, statements: list[tuple[str, Any]]
+        self, con: sqlite3.Connection, statements: list[tuple[str, Any]], *,
+        rebuild: bool = False,
     ) -> int:
         """Run client statements in a savepoint (in the writer's thread); all of them or
-        none. Returns rows changed."""
-        con.execute("SAVEPOINT client")
-        before = con.total_changes
-        try:
-            with self._client_sql(self._write_guard, Policy.WRITE):
-                for sql, params in statements:
-                    self._write_guard.begin_statement()
-                    con.execute(sql, params)
-        except BaseException:
-            con.execute("ROLLBACK TO client")
-            con.execute("RELEASE client")
-            raise
-        con.execute("RELEASE client")
-        return con.total_changes - before
-
-    @contextlib.contextmanager
-    def _client_sql(self, guard: SqlGuard, policy: Policy) -> Iterator[None]:
-        """Run client SQL under ``policy`` and a deadline; turn SQLite errors into ours."""
-        timeout = self.sql_timeout
-        guard.policy, guard.denial = policy, None
-        guard.deadline = time.monotonic() + timeout
-        try:
-            yield
-        except (sqlite3.Error, OverflowError) as exc:
-            raise sql_error(exc, guard.denial, timeout) from None
-        finally:
-            if guard is self._write_guard:
-                guard.policy = Policy.HUB
-            guard.deadline = 0.0
+        none. Returns rows changed. A fork's ``rebuild`` re-runs statements accepted
+        before, so it is not held to today's ``hub.max_value_bytes``."""
+        max_value = None if rebuild else self.limits.max_value_bytes
+        return run_writes(con, self._write_guard, statements, self.sql_timeout, max_value)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -464,8 +514,10 @@ class SessionDatabase:
         order = "DESC" if newest else "ASC"
         sql = f"SELECT seq, raw FROM ax_events {clause} ORDER BY seq {order} LIMIT ?"
         db = await self._read_conn()
-        async with db.execute(sql, (*args, limit)) as cur:
-            rows = [raw async for _, raw in cur]
+        # Read in the reader's thread, one row at a time, up to hub.max_result_bytes: the
+        # page holds fewer events when they are large (the client pages on).
+        rows = await in_thread(db, fetch_capped, sql, (*args, limit),
+                               self.limits.max_result_bytes)
         if newest:
             rows.reverse()
         return rows
@@ -485,18 +537,17 @@ class SessionDatabase:
         self, sql: str, params: Any, limit: int
     ) -> tuple[list[str], list[list[Any]], bool]:
         """Run read-only client SQL; returns columns, rows (BLOBs as base64), truncated."""
+        columns, rows, truncated = await self.query_encoded(sql, params, limit)
+        return columns, orjson.loads(rows), truncated
+
+    async def query_encoded(
+        self, sql: str, params: Any, limit: int
+    ) -> tuple[list[str], bytes, bool]:
+        """Run read-only client SQL, in the query connection's thread; returns columns, the
+        rows as a JSON array, truncated (at ``limit`` rows or ``hub.max_result_bytes``)."""
         db = await self._query_conn()
-        self._query_guard.begin_statement()
-        with self._client_sql(self._query_guard, Policy.READ):
-            async with db.execute(sql, params) as cur:
-                rows = list(await cur.fetchmany(limit + 1))
-                columns = [d[0] for d in cur.description or ()]
-        truncated = len(rows) > limit
-        out = [
-            [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in row]
-            for row in rows[:limit]
-        ]
-        return columns, out, truncated
+        return await in_thread(db, run_query, self._query_guard, sql, params, limit,
+                               self.sql_timeout, self.limits)
 
     async def copy_from(self, origin: EventSource, at_seq: int) -> None:
         """Copy ``origin``'s events 1..``at_seq`` into this new file (with new ids) and
@@ -527,8 +578,12 @@ class SessionDatabase:
                     if rows:
                         await db.executemany(INSERT_EVENT, rows)
                         rows.clear()
-                    await in_thread(db, self._run_client_writes,
-                                    protocol.parse_statements(stmts, "statements"))
+                    try:
+                        await in_thread(db, self._run_client_writes,
+                                        protocol.parse_statements(stmts, "statements"),
+                                        rebuild=True)
+                    except TransactionLost as lost:
+                        raise lost.error from None
                 rows.append((
                     event["seq"], event["ts"], event["type"], event.get("turnId"),
                     event.get("idempotencyKey"), orjson.dumps(event),

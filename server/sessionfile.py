@@ -1,13 +1,25 @@
 """A session file's layout, and what is done to one without an open :class:`SessionDatabase`:
 the schema, the facts the file keeps about its session, inserting events in few
-statements, reading the file's description and head, removing it."""
+statements, reading the file's description and head, setting a bad file aside
+(quarantine), removing it.
+
+Reading a file fails with a :class:`SessionFileError`: :class:`SessionFileDamaged` when
+the file is not a session file at all (it is quarantined, never retried),
+:class:`SessionFileLocked` when another program holds a lock on it (an error for that
+session only, retried at its next use), the base class for anything else (a missing file,
+an I/O error).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import os
+import secrets
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +27,7 @@ from typing import Any
 import orjson
 
 from server.events import AgentState
-from server.protocol import SessionInfo
+from server.protocol import InternalError, SessionInfo
 
 FORMAT_VERSION = "1"
 
@@ -99,8 +111,36 @@ def _insert_rows_sql(k: int) -> str:
     return INSERT_EVENT_ROWS + ",".join(["(?, ?, ?, ?, ?, CAST(? AS TEXT))"] * k)
 
 
+class SessionFileError(OSError):
+    """A session file cannot be read (missing, unreadable, or an I/O error)."""
+
+
+class SessionFileDamaged(SessionFileError):
+    """The file is not a usable session file: it is set aside, not retried."""
+
+
+class SessionFileLocked(SessionFileError):
+    """Another program holds a lock on the file: the session is unusable until it lets go."""
+
+
+def file_error(path: Path, exc: Exception) -> SessionFileError:
+    """The :class:`SessionFileError` for what reading or opening ``path`` raised."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            return SessionFileLocked(
+                f"{path.name} is locked by another program ({text}); let it go and try again"
+            )
+        if "unable to open" in text or "disk I/O" in text or "readonly" in text:
+            return SessionFileError(f"{path.name} cannot be read: {text}")
+    if isinstance(exc, OSError) and not isinstance(exc, SessionFileError):
+        return SessionFileError(f"{path.name} cannot be read: {exc}")
+    return SessionFileDamaged(f"{path.name} is not an axtui session file: {text or exc!r}")
+
+
 def read_meta(path: Path) -> SessionMeta:
-    """Read a session file's own description without opening it for writing."""
+    """Read a session file's own description without opening it for writing (blocking:
+    run it in a thread; a locked file waits up to SQLite's 5 s busy timeout)."""
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -112,31 +152,204 @@ def read_meta(path: Path) -> SessionMeta:
             agent=values["agent"] or None, metadata=orjson.loads(values["metadata"]),
             created_at=int(values["created_at"]),
         )
-    except (sqlite3.Error, KeyError, ValueError) as exc:
-        raise OSError(f"{path} is not an axtui session file: {exc}") from exc
+    except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
+        raise file_error(path, exc) from exc
 
 
 def read_info(path: Path) -> SessionInfo:
     """A session file's description and head, read without opening it for writing."""
-    try:
-        head, ts = read_head(path)
-    except sqlite3.Error as exc:
-        raise OSError(f"{path} is not an axtui session file: {exc}") from exc
-    return read_meta(path).info(head, ts)
+    meta = read_meta(path)
+    head, ts = read_head(path)
+    return meta.info(head, ts)
 
 
 def read_head(path: Path) -> tuple[int, int]:
-    """The head seq and its ts in a session file (0, 0 when empty)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """The head seq and its ts in a session file (0, 0 when empty; blocking)."""
     try:
-        row = con.execute("SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1").fetchone()
-    finally:
-        con.close()
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = con.execute(
+                "SELECT seq, ts FROM ax_events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise file_error(path, exc) from exc
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
+SIDE_FILES = ("-wal", "-shm", "-journal")
+BUILDING_PREFIX = ".new-"  # never a session id: ids start with a letter or a digit
+
+
+def building_path(path: Path) -> Path:
+    """A fresh temporary name next to ``path``, where a new session file is built before
+    it is moved into place (a name no session id can have)."""
+    return path.with_name(f"{BUILDING_PREFIX}{path.stem}-{secrets.token_hex(4)}.db")
+
+
 def remove_files(path: Path) -> None:
-    """Delete a session file with its WAL and shared-memory files."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    """Delete a session file with its WAL and shared-memory files.
+
+    The database goes first: a crash midway leaves an orphan WAL, which
+    :func:`remove_stale_side_files` clears before a file of that name is made again, and
+    never a database without the WAL holding its last commits.
+    """
+    for suffix in ("", *SIDE_FILES):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
+
+
+def remove_stale_side_files(path: Path) -> None:
+    """Delete the WAL, shared-memory and journal files left of a ``path`` that is gone:
+    SQLite would replay an old WAL into a new database of the same name."""
+    for suffix in SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, or ``None`` if there is no such file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class SessionFileGone(InternalError):
+    """The session's file was deleted or replaced while the session was open: what was
+    committed since went to a file nobody will open again, so it is never acknowledged."""
+
+
+class FileGuard:
+    """Whether a session file is still the one that was opened (blocking calls: a stat).
+
+    SQLite goes on committing into a file deleted or replaced under it, and keeps the WAL
+    under the file's name: a new file there would be read with the old WAL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wal_path = Path(f"{path}-wal")
+        self._file: tuple[int, int] | None = None
+        self._wal: tuple[int, int] | None = None
+        self._on_gone: tuple[asyncio.AbstractEventLoop, Callable[[bool], None]] | None = None
+
+    def watch(self, on_gone: Callable[[bool], None]) -> None:
+        """Call ``on_gone(deleted)`` on this event loop when :meth:`check` finds the file
+        deleted (``True``) or replaced (``False``), before its error reaches the caller."""
+        self._on_gone = (asyncio.get_running_loop(), on_gone)
+
+    def check(self, session_id: str) -> None:
+        """Raise :class:`SessionFileGone` if the file is no longer the one opened (from
+        any thread: a commit checks it before it is acknowledged)."""
+        what = self.changed()
+        if what is None:
+            return
+        if self._on_gone is not None:
+            loop, on_gone = self._on_gone
+            loop.call_soon_threadsafe(on_gone, what == "deleted")
+        raise SessionFileGone(
+            f"the file of session {session_id} was {what} while the session was open;"
+            " nothing more is stored in it and the session is closed",
+            {"sessionId": session_id},
+        )
+
+    def record(self) -> None:
+        """Remember the file (and its WAL, if there is one yet) as opened now."""
+        self._file, self._wal = file_identity(self.path), file_identity(self.wal_path)
+
+    def changed(self) -> str | None:
+        """``None`` while the file is the one opened; else ``"deleted"`` or ``"replaced by
+        another file"``."""
+        now = file_identity(self.path)
+        if now == self._file:
+            if self._wal is None:  # SQLite makes the WAL at the first commit
+                self._wal = file_identity(self.wal_path)
+            return None
+        return "deleted" if now is None else "replaced by another file"
+
+    def remove_own_wal(self) -> None:
+        """Once the database is closed, delete the WAL and shared memory it left at the
+        path if they are still its own (its file was replaced: SQLite keeps them then)."""
+        wal = file_identity(self.wal_path)
+        if wal is not None and wal == self._wal:
+            remove_stale_side_files(self.path)
+
+
+def move_into_place(building: Path, path: Path, *, sync: bool) -> None:
+    """Link the whole new file ``building`` as ``path`` and drop its temporary name;
+    ``FileExistsError`` if ``path`` exists (blocking). A WAL left of an older file of that
+    name goes first: SQLite would replay it into the new file."""
+    if not path.exists():
+        remove_stale_side_files(path)
+    os.link(building, path)
+    building.unlink()
+    if sync:
+        sync_file(path.parent)
+
+
+def sync_file(path: Path) -> None:
+    """fsync a file or a directory (a directory: so that a link in it survives a power
+    loss)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
+    """Move the session file ``path`` (with its WAL and shared-memory files) into
+    ``quarantine_dir``, beside a ``.reason`` file saying why; returns its new path.
+
+    Nothing is deleted: the operator can look at the file, export it, or put it back.
+    The side files move first, so that a crash midway never leaves the WAL behind.
+    """
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    target = quarantine_dir / path.name
+    n = 0
+    while any(Path(f"{target}{s}").exists() for s in ("", *SIDE_FILES, ".reason")):
+        n += 1
+        target = quarantine_dir / f"{path.stem}.{n}.db"
+    for suffix in (*SIDE_FILES, ""):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{target}{suffix}")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    Path(f"{target}.reason").write_text(
+        f"{stamp}: sessions/{path.name} was set aside: {reason}\n"
+    )
+    return target
+
+
+def quarantined_files(quarantine_dir: Path) -> int:
+    """How many session files are set aside in ``quarantine_dir``."""
+    try:
+        return sum(1 for p in quarantine_dir.iterdir() if p.name.endswith(".db"))
+    except FileNotFoundError:
+        return 0
+
+
+RECORDED_FIELDS = ("seq", "id", "ts", "type", "source", "data", "idempotencyKey", "turnId")
+
+
+def recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An imported event with the fields of an event only, in the order the hub writes them."""
+    fields = {name: event.get(name) for name in RECORDED_FIELDS}
+    if event.get("state") is not None:
+        fields["state"] = event["state"]
+    return fields
+
+
+class RecordedEvents:
+    """Recorded events (an export's) as the :class:`~server.sessiondb.EventSource` an import
+    builds a new session file from."""
+
+    def __init__(self, events: Sequence[dict[str, Any]]) -> None:
+        self.events = events
+
+    async def iter_raw(self, up_to_seq: int) -> AsyncIterator[bytes]:
+        """The events with seq up to ``up_to_seq``, encoded."""
+        for event in self.events[:up_to_seq]:
+            yield orjson.dumps(event)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import orjson
 
 from server import protocol
+from server.clientsql import ClientLimits
+from server.config import HubConfig
 from server.events import AgentState
 from server.metrics import Metrics
 from server.protocol import (
@@ -85,6 +87,10 @@ class Sink(Protocol):
 
 class SessionHost(Protocol):
     """What an open session needs from whoever holds it (the registry)."""
+
+    @property
+    def config(self) -> HubConfig:
+        """The hub's settings (a session takes its client SQL limits from them)."""
 
     @property
     def max_queue(self) -> int:
@@ -171,6 +177,9 @@ class Session:
         self.info = info
         self.db = db
         self.host = host
+        config = host.config
+        db.limits = ClientLimits(config.max_value_bytes, config.max_result_bytes,
+                                 config.commit_budget)
         self.subscribers: set[Subscription] = set()
         self.last_used = time.monotonic()
         self.catalog_stale = False
@@ -180,6 +189,7 @@ class Session:
         self._wake = asyncio.Event()
         self._tail: deque[tuple[int, bytes]] = deque()
         self._tail_bytes = 0
+        self._room: asyncio.Future[None] | None = None  # see agent_room
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {info.session_id}")
 
     @property
@@ -192,17 +202,37 @@ class Session:
         """Whether anything keeps the session open (subscribers or pending writes)."""
         return bool(self.subscribers or self._queue or self.agent_active)
 
-    def submit(self, item: PendingEvent) -> asyncio.Future[CommitResult]:
-        """Queue an event for the next group commit; await the returned future."""
+    def submit(self, item: PendingEvent, *, bounded: bool = True) -> asyncio.Future[CommitResult]:
+        """Queue an event for the next group commit; await the returned future.
+
+        A ``bounded`` event is refused with Overloaded past ``hub.max_queue``; an agent's
+        output is not (``bounded=False``): the agent is slowed down instead (see
+        :meth:`agent_room`), so nothing it sends is lost.
+        """
         if self.closed:
             raise NotFound(f"session {self.id} does not exist", {"sessionId": self.id})
-        if len(self._queue) >= self.host.max_queue:
+        if bounded and len(self._queue) >= self.host.max_queue:
             self.host.metrics.overloaded += 1
             raise Overloaded(f"session {self.id} has too many events waiting; try again later")
         self._queue.append(item)
         self._wake.set()
         self.last_used = time.monotonic()
         return item.future
+
+    def agent_room(self) -> asyncio.Future[None] | None:
+        """Backpressure for the agent's output: ``None`` while fewer than half of
+        ``hub.max_queue`` events wait for a commit, else a future that is resolved once
+        under a quarter (the agent's output is not read until then)."""
+        if len(self._queue) < max(1, self.host.max_queue // 2) or self.closed:
+            return None
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        return self._room
+
+    def _release_room(self) -> None:
+        if (self._room is not None and not self._room.done()
+                and (len(self._queue) <= self.host.max_queue // 4 or self.closed)):
+            self._room.set_result(None)
 
     async def _write_loop(self) -> None:
         metrics = self.host.metrics
@@ -212,6 +242,7 @@ class Session:
                 await self._wake.wait()
                 continue
             batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+            self._release_room()
             try:
                 outcomes, committed = await self.db.append_batch(batch)
             except Exception as exc:
@@ -222,10 +253,14 @@ class Session:
                         item.future.set_exception(err)
                 continue
             now = time.perf_counter()
+            # Put off by hub.commit_budget: first in the next batch, in their order.
+            self._queue.extendleft(reversed(
+                [item for item, outcome in zip(batch, outcomes, strict=True) if outcome is None]
+            ))
             for item, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, CommitResult):
                     metrics.observe_commit(now - item.queued_at)
-                if item.future.done():
+                if item.future.done() or outcome is None:
                     continue
                 if isinstance(outcome, ProtocolError):
                     item.future.set_exception(outcome)
@@ -235,9 +270,18 @@ class Session:
                 self._committed(committed)
 
     def _committed(self, committed: list[tuple[int, bytes]]) -> None:
-        """Publish a committed batch: head, tail cache, live subscribers, the host."""
+        """Publish a committed batch: head, last activity, tail cache, live subscribers,
+        the host."""
         self.info.head_seq = committed[-1][0]
-        self.info.updated_at = self.db.last_ts
+        # updatedAt is the last activity: what a person or an agent did, and the turns they
+        # caused; the hub's bookkeeping (agent.status, a request it closed) is not, or every
+        # shutdown would reorder the session list. Newest first: usually one event is read.
+        for _, raw in reversed(committed):
+            event = orjson.loads(raw)
+            if (event["source"].get("kind") != "hub"
+                    or str(event["type"]).startswith("turn.")):
+                self.info.updated_at = int(event["ts"])
+                break
         self.catalog_stale = True
         self.last_used = time.monotonic()
         for item in committed:
@@ -269,15 +313,16 @@ class Session:
 
     def enqueue(
         self, event_type: str, data: dict[str, Any], source: Source, *,
-        turn_id: str | None = None,
+        turn_id: str | None = None, bounded: bool = True,
     ) -> asyncio.Future[CommitResult]:
         """Queue an event on the hub's (or an agent's) behalf without waiting for it.
 
-        Events queued one after another are committed in that order.
+        Events queued one after another are committed in that order. ``bounded``: see
+        :meth:`submit`.
         """
         future: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
         return self.submit(PendingEvent(event_type, source.to_json(), orjson.dumps(data), future,
-                                  turn_id=turn_id))
+                                        turn_id=turn_id), bounded=bounded)
 
     async def append(
         self, event_type: str, data: dict[str, Any], source: Source, *,
@@ -299,6 +344,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._release_room()
         if deleted:
             err = NotFound(f"session {self.id} was deleted", {"sessionId": self.id})
             while self._queue:

@@ -23,11 +23,21 @@ JSON, which ``session/history`` gives every viewer anyway.
 
 A guard also carries the deadline of the statement it watches: its :meth:`SqlGuard.expired`
 is the connection's progress handler.
+
+Two things the authorizer cannot see are checked on the statement's text
+(:func:`write_refusal`), with a small lexer that skips strings, quoted names and comments:
+a ``ROLLBACK`` conflict clause (``INSERT OR ROLLBACK``, ``ON CONFLICT ROLLBACK``,
+``RAISE(ROLLBACK)``), which would roll back the hub's whole group commit and with it other
+clients' events; and the new name of ``ALTER TABLE ... RENAME TO`` (SQLite names only the
+old one). SQLite's statistics tables (``sqlite_stat1``...) belong to the hub: forged rows
+would steer the planner away from the log's indexes, so clients may not run ``ANALYZE``
+or read or write them.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import sqlite3
 import time
 
@@ -38,10 +48,11 @@ EVENTS_VIEW_READS = ("seq", "ts", "type", "raw", "raw", "turn_id")
 _DENY = sqlite3.SQLITE_DENY
 _OK = sqlite3.SQLITE_OK
 
-# Introspection pragmas that only read; everything else is refused.
+# Introspection pragmas that only read; everything else is refused (database_list too: it
+# shows where the hub keeps the session's file).
 READ_PRAGMAS = frozenset({
     "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list", "collation_list", "function_list", "database_list",
+    "foreign_key_list", "collation_list", "function_list",
 })
 FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile"})
 FORBIDDEN_TABLES = frozenset({"sqlite_dbpage", "dbstat"})
@@ -77,6 +88,65 @@ def is_reserved_name(name: str | None) -> bool:
         return False
     low = name.lower()
     return low.startswith("ax_") or low == EVENTS_VIEW
+
+
+def is_statistics_table(name: str | None) -> bool:
+    """Whether ``name`` is one of SQLite's statistics tables (``sqlite_stat1`` to ``4``)."""
+    return name is not None and name.lower().startswith("sqlite_stat")
+
+
+# One token of SQLite's SQL, in the order SQLite's own tokenizer tries them: blanks and
+# comments (skipped), strings, quoted names, parameters, words (keywords and bare names),
+# numbers, any other character. An unterminated string, name or comment runs to the end.
+_TOKEN = re.compile(r"""
+    (?P<skip> \s+ | --[^\n]* | /\*(?:.|\n)*?(?:\*/|\Z) )
+  | (?P<string> '(?:[^']|'')*'? )
+  | (?P<name> "(?:[^"]|"")*"? | `(?:[^`]|``)*`? | \[[^\]]*\]? )
+  | (?P<param> [?:@$#][A-Za-z0-9_$:\x80-\U0010ffff]* )
+  | (?P<word> [A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]* )
+  | (?P<number> \.?[0-9][A-Za-z0-9_.]* )
+  | (?P<other> . )
+""", re.VERBOSE | re.DOTALL)
+
+
+def tokens(sql: str) -> list[tuple[str, str]]:
+    """The tokens of ``sql`` as ``(kind, text)``, blanks and comments left out; ``kind`` is
+    ``string``, ``name`` (quoted), ``param``, ``word``, ``number`` or ``other``."""
+    out: list[tuple[str, str]] = []
+    for match in _TOKEN.finditer(sql):
+        kind = match.lastgroup
+        if kind is not None and kind != "skip":
+            out.append((kind, match.group()))
+    return out
+
+
+def unquote(text: str) -> str:
+    """A name as SQLite reads it: quotes (``"``, `````, ``[]``, ``'``) removed."""
+    if text[:1] in "\"`'" and len(text) >= 2 and text[-1] == text[0]:
+        return text[1:-1].replace(text[0] * 2, text[0])
+    if text[:1] == "[" and text.endswith("]"):
+        return text[1:-1]
+    return text
+
+
+def write_refusal(sql: str) -> str | None:
+    """Why the client write ``sql`` is refused on its text, or ``None`` (see the module
+    docstring: a ROLLBACK conflict clause, a rename into the hub's names)."""
+    toks = tokens(sql)
+    for i, (kind, text) in enumerate(toks):
+        if kind != "word":
+            continue
+        word = text.upper()
+        if word == "ROLLBACK":
+            return ("ROLLBACK conflict clauses and RAISE(ROLLBACK) are not allowed: they would"
+                    " roll back other clients' events committed with yours; use ABORT (the"
+                    " default) or FAIL, and quote a name spelled rollback")
+        if (word == "RENAME" and i + 2 < len(toks) and toks[i + 1][0] == "word"
+                and toks[i + 1][1].upper() == "TO"):
+            new_name = unquote(toks[i + 2][1])
+            if is_reserved_name(new_name):
+                return f"{new_name} is reserved for the hub (names starting with ax_, and events)"
+    return None
 
 
 class SqlGuard:
@@ -122,7 +192,7 @@ class SqlGuard:
             return None
         if action == sqlite3.SQLITE_READ:
             table = (arg1 or "").lower()
-            if table in FORBIDDEN_TABLES:
+            if table in FORBIDDEN_TABLES or is_statistics_table(table):
                 return f"reading {arg1} is not allowed"
             if inner == EVENTS_VIEW:
                 expected = EVENTS_VIEW_READS[self._view_pos]
@@ -160,15 +230,18 @@ class SqlGuard:
         if action in _TEMP:
             return "temporary tables, views, indexes and triggers are not allowed"
         if action in _WRITES:
-            if (arg1 or "").lower().startswith("ax_"):
+            if (arg1 or "").lower().startswith("ax_") or is_statistics_table(arg1):
                 return f"the hub's table {arg1} cannot be changed"
             return None
         if action in _CREATE or action in _DROP:
             # For indexes and triggers arg2 is the table they belong to.
-            if is_reserved_name(arg1) or is_reserved_name(arg2):
+            if (is_reserved_name(arg1) or is_reserved_name(arg2) or is_statistics_table(arg1)
+                    or is_statistics_table(arg2)):
                 return f"{arg1} is reserved for the hub (names starting with ax_, and events)"
             return None
-        if action in (sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_ANALYZE, sqlite3.SQLITE_REINDEX):
+        if action == sqlite3.SQLITE_ANALYZE:
+            return "ANALYZE is not allowed: the statistics tables are the hub's"
+        if action in (sqlite3.SQLITE_ALTER_TABLE, sqlite3.SQLITE_REINDEX):
             target = arg2 if action == sqlite3.SQLITE_ALTER_TABLE else arg1
             if is_reserved_name(target):
                 return f"{target} is reserved for the hub"

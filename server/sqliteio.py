@@ -15,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
-from server.protocol import Forbidden, InvalidParams, ProtocolError
+from server.protocol import Forbidden, InvalidParams, ProtocolError, TooLarge
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -78,11 +78,19 @@ async def connect(database: str | Path, **kwargs: Any) -> aiosqlite.Connection:
         raise
 
 
-def sql_error(exc: Exception, denial: str | None, timeout: float) -> ProtocolError:
-    """The protocol error for a failed client statement."""
+def sql_error(
+    exc: Exception, denial: str | None, timeout: float, max_value: int | None = None
+) -> ProtocolError:
+    """The protocol error for a failed client statement (``max_value``: the
+    ``SQLITE_LIMIT_LENGTH`` it ran under, if any)."""
     text = str(exc)
     if isinstance(exc, OverflowError):
         return InvalidParams("an SQL parameter is too large: integers must fit in 64 bits")
+    if max_value is not None and getattr(exc, "sqlite_errorname", None) == "SQLITE_TOOBIG":
+        return TooLarge(
+            f"SQL made a value or row over {max_value} bytes (hub.max_value_bytes)",
+            {"limit": max_value, "sqlite": text},
+        )
     if denial is not None:  # the authorizer refused something in this statement
         return Forbidden(f"SQL refused: {denial}", {"sqlite": text})
     if isinstance(exc, sqlite3.OperationalError) and text == "interrupted":

@@ -15,15 +15,25 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import shlex
 import signal
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from server.acp import AgentError
+from server.acp import AgentError, AgentUser, describe_exit
 from server.agent_files import AgentFiles
-from server.agent_start import Credentials, StartedAgent, StartFailed, agent_cwd, start_agent
+from server.agent_start import (
+    Credentials,
+    StartedAgent,
+    StartFailed,
+    agent_cwd,
+    agent_user,
+    start_agent,
+)
 from server.config import AgentConfig
 from server.events import (
     AgentState,
@@ -115,6 +125,7 @@ class Supervisor:
         permission requests as cancelled; with the agent's ``retry_interrupted`` the turn's
         trigger runs once more (the new ``turn.started`` carries ``retryOf``).
         """
+        self._say_who_agents_run_as()
         active = tuple(state for state in AgentState if state.active)
         for sid in await self.registry.catalog.sessions_in_states(active):
             try:
@@ -122,6 +133,20 @@ class Supervisor:
                 await self._recover(session)
             except Exception:
                 log.exception("could not recover the agent of session %s", sid)
+
+    def _say_who_agents_run_as(self) -> None:
+        """Once, at start, for a hub running as root: the user agents run as."""
+        if os.geteuid() != 0 or not self.agents:
+            return
+        try:
+            user = agent_user(self.registry.config.agent_user)
+        except LookupError as exc:
+            log.error("agents cannot start: %s", exc)
+            return
+        if user is None:
+            log.info("the hub runs as root and so do its agents (hub.agent_user is root)")
+        else:
+            log.info("the hub runs as root; agents run as user %s (hub.agent_user)", user.name)
 
     async def _recover(self, session: Session) -> None:
         agent = self.agents.get(session.info.agent or "")
@@ -174,7 +199,15 @@ class AgentRun:
         self.supervisor = supervisor
         self.session = session
         self.agent = agent
-        self.files = AgentFiles(agent_cwd(agent, supervisor.data_dir, session.id))
+        self.user: AgentUser | None = None
+        self.user_problem: str | None = None  # why the agent cannot run as hub.agent_user
+        try:
+            self.user = agent_user(supervisor.registry.config.agent_user)
+        except LookupError as exc:
+            self.user_problem = str(exc)
+        owner = None if self.user is None else (self.user.uid, self.user.gid)
+        self.files = AgentFiles(agent_cwd(agent, supervisor.data_dir, session.id, self.user),
+                                owner)
         self.queue: deque[Trigger] = deque()
         self.started: StartedAgent | None = None  # the process, once its conversation is ready
         self.turn: Turn | None = None
@@ -233,7 +266,8 @@ class AgentRun:
 
     async def _run_turn(self, started: StartedAgent, trigger: Trigger) -> None:
         # The turn exists before clients can see it, so a cancel can never miss it.
-        self.turn = Turn(self.session, self.agent, started, trigger)
+        self.turn = Turn(self.session, self.agent, started, trigger,
+                         max_event_bytes=self.supervisor.registry.config.max_event_bytes)
         try:
             await self.turn.run()
         finally:
@@ -271,18 +305,27 @@ class AgentRun:
                 return self.started
             await self._exited(self.started)  # ended between turns: recorded first
         await self._status(ProcessState.STARTING, AgentState.STARTING)
+        began = time.perf_counter()
         try:
+            if self.user_problem is not None:
+                raise StartFailed(self.user_problem)
             started = await start_agent(
                 self.agent, self.session.id, cwd=self.files.root,
                 data_dir=self.supervisor.data_dir, catalog=self.supervisor.registry.catalog,
                 credentials=self.supervisor.credentials,
                 on_notification=self._on_notification, on_request=self._on_request,
+                user=self.user, room=self.session.agent_room,
             )
         except StartFailed as exc:
-            log.warning("agent %s failed to start for %s: %s", self.agent.id,
+            log.warning("agent %s failed to start for session %s: %s", self.agent.id,
                         self.session.id, exc)
             await self._status(ProcessState.FAILED, AgentState.FAILED, reason=str(exc))
             return None
+        log.info("agent %s started for session %s: pid %d, resume mode %s, ready in %.0f ms"
+                 "%s: %s", self.agent.id, self.session.id, started.process.pid, started.mode,
+                 (time.perf_counter() - began) * 1000,
+                 f", as user {self.user.name}" if self.user else "",
+                 shlex.join(self.agent.command))
         self.started = started
         await self._status(ProcessState.READY, AgentState.IDLE, resume_mode=str(started.mode),
                            pid=started.process.pid)
@@ -300,10 +343,11 @@ class AgentRun:
         if method == "session/request_permission":
             turn = self.turn
             return CANCELLED if turn is None else await turn.ask_permission(params)
+        # Off the event loop: a slow disk (or a file that is not one) never stalls the hub.
         if method == "fs/read_text_file":
-            return self.files.read_text_file(params)
+            return await asyncio.to_thread(self.files.read_text_file, params)
         if method == "fs/write_text_file":
-            self.files.write_text_file(params)
+            await asyncio.to_thread(self.files.write_text_file, params)
             return None
         raise AgentError(f"the hub does not offer {method}", -32601)
 
@@ -330,9 +374,13 @@ class AgentRun:
         self.started = None
         started.revoke()
         code = started.process.exited.result()
+        how = describe_exit(code)
+        (log.info if code == 0 else log.warning)(
+            "agent %s of session %s (pid %d) %s", self.agent.id, self.session.id,
+            started.process.pid, how)
         await self._status(ProcessState.EXITED if code == 0 else ProcessState.CRASHED,
                            AgentState.SUSPENDED, pid=started.process.pid,
-                           reason=None if code == 0 else f"exit code {code}")
+                           reason=None if code == 0 else how)
 
     async def shutdown(self, *, record: bool, hub_stopping: bool = False) -> None:
         """Stop the process (suspend). With ``record``, write what happened into the log.
@@ -354,6 +402,9 @@ class AgentRun:
         if started is not None:
             await started.process.stop()
             started.revoke()
+            log.info("agent %s of session %s (pid %d) %s", self.agent.id, self.session.id,
+                     started.process.pid, "stopped: the hub stops" if hub_stopping
+                     else "suspended" if record else "stopped: the session was deleted")
         self.supervisor.runs.pop(self.session.id, None)
         self.session.agent_active = False
         if not record or self.session.closed:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from server import protocol
-from server.acp import AgentError, AgentExited
+from server.acp import AgentError, AgentExited, describe_exit
 from server.agent_start import StartedAgent
 from server.config import AgentConfig
 from server.events import (
@@ -62,7 +62,7 @@ class Turn:
     """One turn, run by :meth:`run`; the turn's id exists (and it can be cancelled) at once."""
 
     def __init__(self, session: Session, agent: AgentConfig, started: StartedAgent,
-                 trigger: Trigger) -> None:
+                 trigger: Trigger, *, max_event_bytes: int = 1024 * 1024) -> None:
         self.session = session
         self.agent = agent
         self.started = started
@@ -71,7 +71,7 @@ class Turn:
         self.source = Source("agent", agent.id)
         self.cancelled = False
         self.outcome: TurnCompleted | TurnFailed | None = None  # set as the turn ends
-        self._mapper = UpdateMapper()
+        self._mapper = UpdateMapper(max_event_bytes)
         self._permissions: dict[str, asyncio.Future[PermissionResponse]] = {}
         self._kill_timer: asyncio.TimerHandle | None = None
 
@@ -113,9 +113,9 @@ class Turn:
                               f"the turn took longer than {self.agent.turn_timeout:g} s")
         except AgentExited:
             code = await process.exited
-            tail = process.stderr_tail()
+            tail = process.stderr_tail()  # its secrets masked: the log is for every viewer
             return TurnFailed(self.id, TurnFailure.CRASHED,
-                              f"the agent exited with code {code}"
+                              f"the agent {describe_exit(code)}"
                               + (f"; its last output:\n{tail}" if tail else ""))
         except AgentError as exc:
             return TurnFailed(self.id, TurnFailure.ERROR, str(exc))
@@ -179,7 +179,9 @@ class Turn:
     def _record_all(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for event_type, data in events:
             try:
-                fut = self.session.enqueue(event_type, data, self.source, turn_id=self.id)
+                # Never refused for a full queue: the agent's output is paused instead.
+                fut = self.session.enqueue(event_type, data, self.source, turn_id=self.id,
+                                           bounded=False)
             except ProtocolError as exc:
                 log.warning("dropped %s from agent in %s: %s", event_type, self.session.id, exc)
                 continue

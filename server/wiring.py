@@ -21,7 +21,7 @@ def build_hub(config: Config) -> Hub:
     supervisor of committed events (its agents wake on them) and deleted sessions.
     """
     metrics = Metrics()
-    catalog = Catalog(config.hub.data_dir)
+    catalog = Catalog(config.hub.data_dir, metrics)
     sessions = SessionRegistry(config.hub, catalog, config.agents, metrics)
     auth = Authenticator(config.tokens)
     supervisor = Supervisor(sessions, config.hub.data_dir, config.agents, auth.agent_credentials)
@@ -31,6 +31,6 @@ def build_hub(config: Config) -> Hub:
     sessions.on_committed.append(supervisor.events_committed)
     sessions.on_deleted.append(supervisor.session_deleted)
     context = HubContext(sessions, config.agents, supervisor, watch, config.hub.max_event_bytes)
-    dispatcher = Dispatcher(context, auth, metrics, config.hub.max_inflight)
+    dispatcher = Dispatcher(context, auth, metrics, config.hub.max_inflight, config.hub.data_dir)
     return Hub(config, metrics=metrics, catalog=catalog, sessions=sessions,
                supervisor=supervisor, auth=auth, watch=watch, dispatcher=dispatcher)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -14,10 +17,38 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from axtui.client import HubClient
+from server import sandbox
 from server.config import AgentConfig, Config, TokenConfig, load_config
 from server.hub import Hub
+from server.local_secret import read_secret
 from server.protocol import Role
 from server.wiring import build_hub
+
+# As root, a hub runs agents as hub.agent_user (default nobody); here the interpreter and the
+# tests' agents live where only root can read, so agents run as root unless a test (the one
+# of the switch, in test_containment.py) asks otherwise. Inherited by the hubs tests spawn.
+if os.geteuid() == 0:
+    os.environ.setdefault("AXTUI_AGENT_USER", "root")
+
+def _install_bubblewrap() -> None:
+    """Install Debian's bubblewrap when it is missing and we may (root, apt-get)."""
+    if shutil.which("bwrap") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "bubblewrap"]
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+        subprocess.run(install, env=env, capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandbox_problem() -> str | None:
+    """Agents run sandboxed by default: bubblewrap is installed first if it can be. Why
+    agents cannot be sandboxed here (a reason to skip with), or ``None``."""
+    _install_bubblewrap()
+    sandbox.bwrap_problem.cache_clear()
+    return sandbox.bwrap_problem()
+
 
 TOKENS = {
     "viewer-token": ("vera", Role.VIEWER),
@@ -181,14 +212,25 @@ class Raw:
 RawFactory = Callable[..., Awaitable[Raw]]
 
 
+def local_headers(hub: Hub) -> dict[str, str]:
+    """The header a client on this machine sends a local-mode hub: its data dir's secret."""
+    secret = read_secret(hub.config.hub.data_dir)
+    assert secret, f"no local secret in {hub.config.hub.data_dir}"
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @pytest.fixture
 async def raw_factory(hub: Hub) -> AsyncIterator[RawFactory]:
-    """Open bare websocket connections (``await raw_factory(hub=..., headers=...)``)."""
+    """Open bare websocket connections (``await raw_factory(hub=..., headers=...)``); to a
+    local-mode hub with its secret unless ``headers`` are given or ``secret=False``."""
     conns: list[ClientConnection] = []
 
     async def open_(target: Hub | None = None, headers: dict[str, str] | None = None,
-                    initialize: bool = True, **kwargs: Any) -> Raw:
-        ws = await connect((target or hub).url, additional_headers=headers, max_size=None,
+                    initialize: bool = True, secret: bool = True, **kwargs: Any) -> Raw:
+        target = target or hub
+        if secret and headers is None and target.auth.local_mode:  # as a local client does
+            headers = local_headers(target)
+        ws = await connect(target.url, additional_headers=headers, max_size=None,
                            compression=None, **kwargs)
         conns.append(ws)
         raw = Raw(ws)

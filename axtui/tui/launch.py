@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 
 from axtui.embedded import HubAlreadyRunning, embedded_hub
 from axtui.exitcodes import ExitCode
 from axtui.headless import CommandError
+from axtui.tui.theme import ThemeChoice, ThemeMemory, choose_theme
 from server.config import Config
 
 
@@ -60,6 +62,12 @@ class HubThread(threading.Thread):
         self.join(timeout)
 
 
+def theme_for(config: Config, memory: ThemeMemory) -> ThemeChoice:
+    """The theme to start with: ``$AXTUI_THEME``, ``tui.theme``, the last choice, the
+    default (see :mod:`axtui.tui.theme`)."""
+    return choose_theme(os.environ, config.tui.theme, memory)
+
+
 def open_tui(config: Config, server: str | None, token: str | None,
              session_id: str | None) -> int:
     """``axtui tui``: the app on the hub at ``server`` (or the config's); the exit code."""
@@ -71,7 +79,9 @@ def open_tui(config: Config, server: str | None, token: str | None,
     except CommandError as exc:
         print(f"axtui: {exc.message}", file=sys.stderr)
         return exc.code
-    AxtuiApp(target.url, target.token, session_id=session_id).run()
+    memory = ThemeMemory()
+    AxtuiApp(target.url, target.token, session_id=session_id,
+             theme=theme_for(config, memory), theme_memory=memory).run()
     return ExitCode.OK
 
 
@@ -89,8 +99,10 @@ def open_up(config: Config) -> int:
     except (OSError, CommandError) as exc:
         print(f"axtui: cannot start the hub: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return ExitCode.USAGE
+    memory = ThemeMemory()
     try:
-        AxtuiApp(url, None, label=f"local hub {url}").run()
+        AxtuiApp(url, None, label=f"local hub {url}", owns_hub=True,
+                 theme=theme_for(config, memory), theme_memory=memory).run()
     finally:
         hub.stop()
     return ExitCode.OK

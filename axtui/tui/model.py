@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from axtui.terminal import safe_value
 from server.events import (
     AgentStatus,
     AgentText,
@@ -46,6 +47,12 @@ QUIET_STATUS = {
     "ready": "agent ready",
     "suspended": "agent suspended",
     "exited": "agent exited",
+}
+# How an agent came back (agent.status ready's resumeMode), in the user's words.
+RESUME_WORDS = {
+    "new": "new conversation",
+    "resume": "conversation resumed",
+    "load": "conversation reloaded",
 }
 
 
@@ -171,7 +178,10 @@ class Conversation:
     def apply(self, event: Event | Mapping[str, Any]) -> None:
         """Fold one event (parsed, or as the hub sent it) into the blocks; events at or
         below ``last_seq`` are ignored."""
-        event = as_event(event)
+        # Every string a block shows comes from here: made safe for the terminal once.
+        raw = event.raw if isinstance(event, Event) else event
+        clean = safe_value(raw)
+        event = event if clean is raw and isinstance(event, Event) else as_event(clean)
         if event.seq <= self.last_seq:
             return
         self.last_seq = event.seq
@@ -220,7 +230,7 @@ class Conversation:
         else:
             text = QUIET_STATUS.get(data.state, f"agent {data.state}")
             if data.state == "ready" and data.resume_mode:
-                text += f" (conversation restored by {data.resume_mode})"
+                text += f" ({RESUME_WORDS.get(data.resume_mode, data.resume_mode)})"
             self._notice(event, text)
 
     def _turn_started(self, event: Event, data: TurnStarted) -> None:

@@ -93,8 +93,9 @@ async def test_exec_without_server_runs_an_embedded_hub(tmp_path: Path,
 async def test_exec_embedded_on_a_busy_data_dir_suggests_server(
     hub_factory: HubFactory, tmp_path: Path, cli_run: CliRun
 ) -> None:
-    """A hub already runs on the data dir: exit 2 with one line pointing to --server."""
-    await hub_factory(data_dir=tmp_path / "busy")
+    """A token-mode hub already runs on the data dir (it advertises no local secret): exit 2
+    with one line pointing to --server."""
+    await hub_factory(data_dir=tmp_path / "busy", tokens=True)
     result = await cli_run("exec", "--data-dir", str(tmp_path / "busy"), "--input", "hi")
     assert result.exit_code == 2
     assert "already using" in result.stderr and "--server ws://" in result.stderr

@@ -8,15 +8,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from server.config import AgentConfig
+from server.config import AgentConfig, SandboxConfig
 from server.hub import Hub
 from tests.conftest import HubFactory, Raw, RawFactory
 
 
 def echo_agent(tmp_path: Path, **overrides: Any) -> AgentConfig:
-    """The bundled echo agent, keeping its transcripts under ``tmp_path``."""
+    """The bundled echo agent, keeping its transcripts under ``tmp_path`` (which its
+    sandbox may write there; the data dirs of hubs in it stay hidden)."""
     agent = AgentConfig(id="echo", command=(sys.executable, "-m", "server.agents.echo"),
-                        env={"AXTUI_ECHO_STATE": str(tmp_path / "echo-state")})
+                        env={"AXTUI_ECHO_STATE": str(tmp_path / "echo-state")},
+                        sandbox=SandboxConfig(writable=(str(tmp_path),)))
     return replace(agent, **overrides)
 
 

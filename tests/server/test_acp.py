@@ -83,3 +83,42 @@ async def test_missing_program_is_an_os_error(tmp_path: Path) -> None:
             stderr_path=tmp_path / "x.log", on_notification=lambda m, p: None,
             on_request=lambda m, p: asyncio.sleep(0),
         )
+
+
+async def test_stop_is_bounded_and_kills_the_group(tmp_path: Path) -> None:
+    """An agent that ignores its closed input and SIGTERM is killed with SIGKILL one grace
+    later, with what it started; stop() returns the code and never waits longer."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, file=sys.stderr, flush=True)\n"
+        "time.sleep(60)\n")
+
+    async def serve(method: str, params: dict[str, Any]) -> Any:
+        raise AgentError("no", -32601)
+
+    agent = await AgentProcess.spawn(
+        [sys.executable, str(script)], env={"PATH": os.environ["PATH"]}, cwd=None,
+        stderr_path=tmp_path / "agent.log", on_notification=lambda m, p: None,
+        on_request=serve,
+    )
+    async with asyncio.timeout(10):
+        while not agent.stderr_tail():
+            await asyncio.sleep(0.02)
+    child = int(agent.stderr_tail())
+    began = asyncio.get_running_loop().time()
+    assert await agent.stop(grace=0.3) == -9
+    assert asyncio.get_running_loop().time() - began < 3
+    async with asyncio.timeout(5):
+        while os.path.exists(f"/proc/{child}") and "Z" not in _state(child):
+            await asyncio.sleep(0.02)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

@@ -3,6 +3,7 @@ load or new; the failures that leave nothing behind."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,11 +120,16 @@ async def test_an_agent_that_exits_at_once(starter: Starter) -> None:
 
 async def test_an_agent_that_never_answers(starter: Starter,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past START_TIMEOUT the agent is killed and the start fails saying so."""
-    monkeypatch.setattr(agent_start, "START_TIMEOUT", 0.2)
-    script = "import sys; sys.stdin.read()"
-    with pytest.raises(StartFailed, match=r"did not answer within 0\.2 s"):
-        await starter.start(AgentConfig(id="x", command=(sys.executable, "-c", script)))
+    """An agent that never answers initialize (say, a command without its ACP flag) is
+    killed past START_TIMEOUT; the reason names initialize and quotes its output."""
+    monkeypatch.setattr(agent_start, "START_TIMEOUT", 1.5)  # time to print its usage first
+    script = "import sys; print('Usage: opencode [command]', file=sys.stderr, flush=True); " \
+             "sys.stdin.read()"
+    agent = AgentConfig(id="x", command=(sys.executable, "-c", script), sandbox=None)
+    with pytest.raises(StartFailed) as failed:
+        await starter.start(agent)
+    assert str(failed.value) == ("the agent did not answer initialize within 1.5 s;"
+                                 " its last output:\nUsage: opencode [command]")
     assert starter.revoked == 1
 
 
@@ -144,3 +150,23 @@ def test_the_state_server_runs_the_axtui_module() -> None:
     assert server["args"] == ["-m", "axtui.mcp_state"]
     assert {e["name"]: e["value"] for e in server["env"]} == {
         "AXTUI_HUB_URL": "ws://h/ws", "AXTUI_HUB_TOKEN": "tok", "AXTUI_SESSION_ID": "s"}
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="needs a root hub")
+def test_a_root_hub_runs_agents_as_root_when_nobody_cannot_run_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no hub.agent_user, a root hub whose Python the user nobody cannot reach (a
+    fresh machine's /root) runs agents as root and says why, instead of failing them all."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(private / "python"))
+    monkeypatch.delenv(agent_start.AGENT_USER_ENV, raising=False)
+    agent_start._default_agent_user.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="axtui.supervisor"):
+            assert agent_start.agent_user(None) is None
+    finally:
+        agent_start._default_agent_user.cache_clear()
+    assert "cannot run" in caplog.text and "hub.agent_user" in caplog.text

@@ -229,7 +229,8 @@ async def test_source_names_the_token(token_hub: Hub, raw_factory: RawFactory) -
 
 
 async def test_local_mode_everyone_is_local_admin(hub: Hub, raw_factory: RawFactory) -> None:
-    """Without tokens every client is admin named local, whatever it sends."""
-    raw = await raw_factory(hub, headers={"Authorization": "Bearer anything"}, initialize=False)
+    """Without tokens every client that shows the data dir's secret is admin named local
+    (tests/server/test_local_secret.py: and one that does not, nobody)."""
+    raw = await raw_factory(hub, initialize=False)
     result = await raw.initialize(token="whatever")
     assert result["principal"] == {"name": "local", "role": "admin"}

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from axtui.client import ConnectionLost, HubClient, HubUnavailable
+from server.local_secret import secret_for
 
 from .hubproc import HubProcess
 
@@ -118,7 +119,9 @@ class Subscriber:
     async def run_round(self, url: str, *, until_head: bool) -> None:
         """Follow every session until the hub dies (or until each is at its head)."""
         try:
-            async with connect(url, max_size=None, compression=None, open_timeout=5.0) as ws:
+            secret = {"Authorization": f"Bearer {secret_for(url)}"}  # as a local client
+            async with connect(url, max_size=None, compression=None, open_timeout=5.0,
+                               additional_headers=secret) as ws:
                 await self._follow(ws, until_head)
         except (OSError, TimeoutError, WebSocketException):
             pass  # the hub was killed; the next round resumes

@@ -437,7 +437,8 @@ async def check_hub_consistent(hub: Hub, raw_factory: RawFactory) -> None:
     for path in data_dir.rglob("*"):
         rel = path.relative_to(data_dir)
         assert rel.parts[0] in {"sessions", "logs", "hub.db", "hub.db-wal", "hub.db-shm",
-                                "hub.lock"}, rel
+                                "hub.lock", "local-token", "local-url", "hub.sock",
+                                "workspaces"}, rel
         if rel.parts[0] == "sessions" and len(rel.parts) > 1:
             assert len(rel.parts) == 2, rel
             stem = rel.name.split(".db")[0]

@@ -72,13 +72,14 @@ async def test_open_request_survives_restart(hub_factory: HubFactory,
                                         "data": {"requestId": "perm-1", "optionId": "deny"}})
 
 
-async def test_fork_keeps_request_open(hub: Hub, raw: Raw) -> None:
-    """A fork taken while a request is open can answer it; the original stays open too."""
+async def test_fork_closes_request_origin_keeps_it(hub: Hub, raw: Raw) -> None:
+    """A fork taken while a request is open has it cancelled by the hub; the original stays open."""
     await open_request(hub, raw, "f")
     await raw.call("session/fork", {"sessionId": "f", "newSessionId": "f2"})
-    for sid in ("f2", "f"):
-        await raw.call("session/publish", {"sessionId": sid, "type": "permission.response",
-                                           "data": {"requestId": "perm-1", "optionId": "allow"}})
-    err = await raw.error("session/publish", {"sessionId": "f2", "type": "permission.response",
-                                              "data": {"requestId": "perm-1", "optionId": "deny"}})
+    answer = {"type": "permission.response", "data": {"requestId": "perm-1", "optionId": "allow"}}
+    err = await raw.error("session/publish", {"sessionId": "f2", **answer})
+    assert err["code"] == -32009
+    assert err["data"]["answeredBy"]["kind"] == "hub"
+    await raw.call("session/publish", {"sessionId": "f", **answer})
+    err = await raw.error("session/publish", {"sessionId": "f", **answer})
     assert err["code"] == -32009

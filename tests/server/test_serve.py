@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from axtui.client import HubClient
+from server.local_secret import read_secret
 
 from .hubproc import HubProcess, run_axtui
 
@@ -94,7 +95,8 @@ async def test_signal_shuts_down_cleanly(hubs: HubMaker, data_dir: Path,
     """On SIGTERM or SIGINT clients get 1001, the process exits 0, acked events are kept."""
     hub = await asyncio.to_thread(hubs().start)
     assert hub.url is not None
-    async with connect(hub.url, compression=None) as ws:
+    secret = {"Authorization": f"Bearer {read_secret(data_dir)}"}  # a local client's
+    async with connect(hub.url, compression=None, additional_headers=secret) as ws:
         async def call(request_id: int, method: str, params: dict[str, Any]) -> Any:
             await ws.send(orjson.dumps(
                 {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}

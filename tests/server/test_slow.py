@@ -10,6 +10,7 @@ from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from server.local_secret import read_secret
 from tests.conftest import HubFactory, Raw, RawFactory
 
 
@@ -26,7 +27,8 @@ async def test_stalled_subscriber_cut_off_others_keep_up(
 
     stalled = await StalledClient.open(hub.port, hub.url)
     stalled.send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                  "params": {"protocolVersion": 1}})
+                  "params": {"protocolVersion": 1,
+                             "token": read_secret(hub.config.hub.data_dir)}})
     stalled.send({"jsonrpc": "2.0", "id": 2, "method": "session/subscribe",
                   "params": {"sessionId": "fan"}})
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -335,3 +337,34 @@ async def test_events_that_only_a_glob_would_match_do_not_wake(
     assert started["data"]["triggerSeq"] == trigger  # turns run in order: no earlier one
     await until(raw, "a", "turn.completed", seen)
     assert [e["type"] for e in seen].count("turn.started") == 1
+
+
+async def test_hub_log_says_what_agents_do(hub_factory: HubFactory, raw_factory: RawFactory,
+                                           tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """At info level hub.log has one line per start (command, resume mode, time to ready),
+    suspend, crash (exit code) and failed start."""
+    caplog.set_level(logging.INFO, "axtui")
+    agent = echo_agent(tmp_path, sandbox=None)
+    _, raw = await agent_session(hub_factory, raw_factory, agent)
+    seen: list[dict[str, Any]] = []
+    await say(raw, "a", "hello")
+    await until(raw, "a", "turn.completed", seen)
+    await raw.call("session/suspend", {"sessionId": "a"})
+    await say(raw, "a", "crash")
+    await until(raw, "a", "turn.failed", seen)
+    lines = [r.getMessage() for r in caplog.records if r.name == "axtui.supervisor"]
+    command = " ".join(agent.command)
+    starts = [line for line in lines if "started for session a" in line]
+    assert len(starts) == 2 and all(line.endswith(command) for line in starts)
+    assert re.search(r"resume mode new, ready in \d+ ms", starts[0])
+    assert "resume mode resume" in starts[1]
+    assert sum(" suspended" in line for line in lines) == 1
+    assert [line for line in lines if line.endswith("exited with code 3")]
+    broken = AgentConfig(id="echo", command=(str(tmp_path / "no-such-agent"),))
+    _, raw2 = await agent_session(hub_factory, raw_factory, broken, sid="b")
+    await say(raw2, "b", "hello")
+    await until(raw2, "b", "agent.status", seen)
+    await until(raw2, "b", "agent.status", seen)
+    failed = [r.getMessage() for r in caplog.records if "failed to start" in r.getMessage()]
+    assert len(failed) == 1 and "session b" in failed[0] and "no-such-agent" in failed[0]

@@ -87,3 +87,64 @@ def test_the_stored_json_of_each_event() -> None:
     [(_, plan)] = m.map({"sessionUpdate": "plan", "entries": entries})
     assert orjson.dumps(plan) == (b'{"entries":[{"content":"x","priority":"high",'
                                   b'"status":"in_progress"}]}')
+
+
+def test_a_new_acp_message_id_starts_a_new_message() -> None:
+    """Chunks with another ACP messageId are another message: two agent.message events,
+    each with its own text and its own (hub-minted) id."""
+    m = UpdateMapper()
+    events = []
+    for message_id, text in (("m1", "Let me look."), ("m1", " Done."), ("m2", "Found it.")):
+        update = chunk("agent_message_chunk", text) | {"messageId": message_id}
+        events += m.map(update)
+    events += m.finish()
+    whole = [data for kind, data in events if kind == "agent.message"]
+    assert [w["text"] for w in whole] == ["Let me look. Done.", "Found it."]
+    assert whole[0]["messageId"] != whole[1]["messageId"]
+    assert whole[0]["messageId"] not in ("m1", "m2")
+    chunk_ids = [data["messageId"] for kind, data in events if kind == "agent.message.chunk"]
+    assert chunk_ids == [whole[0]["messageId"]] * 2 + [whole[1]["messageId"]]
+
+
+def test_a_long_message_continues_in_parts_within_the_limit() -> None:
+    """A message past max_bytes is split into parts (continuationOf, part, continued), each
+    event within the limit; together they hold the whole text, in order."""
+    limit = 2048
+    m = UpdateMapper(max_bytes=limit)
+    texts = [f"line {i} \"quoted\" \u00e9\n" * 7 for i in range(60)]  # ~10 KB, escapes too
+    events = [e for t in texts for e in m.map(chunk("agent_message_chunk", t))] + m.finish()
+    assert all(len(orjson.dumps(data)) <= limit for _, data in events)
+    whole = [data for kind, data in events if kind == "agent.message"]
+    assert len(whole) > 3
+    assert "".join(w["text"] for w in whole) == "".join(texts)
+    first = whole[0]["messageId"]
+    assert whole[0].get("continued") is True and "continuationOf" not in whole[0]
+    for n, part in enumerate(whole[1:], start=2):
+        assert part["continuationOf"] == first and part["part"] == n
+        assert part.get("continued", False) is (n < len(whole))
+    chunks = [data for kind, data in events if kind == "agent.message.chunk"]
+    assert "".join(c["text"] for c in chunks) == "".join(texts)
+    for part in whole:  # the chunks of each part carry its id
+        assert "".join(c["text"] for c in chunks if c["messageId"] == part["messageId"]) \
+            == part["text"]
+
+
+def test_one_huge_chunk_is_split_too() -> None:
+    """A single chunk past the limit becomes several chunk events and message parts."""
+    m = UpdateMapper(max_bytes=1024)
+    text = "x" * 5000
+    events = m.map(chunk("agent_thought_chunk", text)) + m.finish()
+    assert all(len(orjson.dumps(data)) <= 1024 for _, data in events)
+    assert "".join(d["text"] for k, d in events if k == "agent.thought") == text
+    assert "".join(d["text"] for k, d in events if k == "agent.thought.chunk") == text
+
+
+def test_an_oversized_tool_update_has_its_largest_fields_left_out() -> None:
+    """A tool.update past the limit keeps its id and small fields; the big output is
+    replaced by a note saying how much was left out."""
+    m = UpdateMapper(max_bytes=1024)
+    [(kind, data)] = m.map({"sessionUpdate": "tool_call_update", "toolCallId": "t",
+                            "status": "completed", "rawOutput": {"log": "y" * 10_000}})
+    assert kind == "tool.update" and len(orjson.dumps(data)) <= 1024
+    assert data["toolCallId"] == "t" and data["status"] == "completed"
+    assert data["rawOutput"].startswith("(left out by the hub: 10")

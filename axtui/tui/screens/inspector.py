@@ -32,6 +32,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from axtui.client import HubClient
+from axtui.terminal import safe_json_line, safe_text
 from axtui.tui.hubapp import hub_app
 from axtui.tui.messages import SessionEvents
 from axtui.tui.widgets.status import StatusBar
@@ -54,7 +55,7 @@ from server.events import (
 )
 from server.protocol import ProtocolError
 from server.sources import Source
-from server.typepattern import TypeFilter
+from server.typepattern import TypeFilter, TypePattern
 
 PAGE = 500  # events per history call
 MAX_ROWS = 1500  # the most events the table holds at once
@@ -68,7 +69,7 @@ def format_time(ts: int) -> str:
 
 def event_json(event: Event) -> str:
     """The event as stored, pretty-printed (keys in the hub's order)."""
-    return json.dumps(event.raw, indent=2, ensure_ascii=False)
+    return safe_json_line(json.dumps(event.raw, indent=2, ensure_ascii=False))
 
 
 def event_source(source: Source) -> str:
@@ -197,6 +198,9 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         self._fork_armed: int | None = None  # the seq that a second f forks at
         self._notice: tuple[Text, bool, bool] | None = None  # kept until the cursor moves
         self._live_backlog: list[Event] = []  # live events that came during a load
+        # With a type filter: the matching events in all and before the window (None:
+        # unknown), so that "showing x–y of z" counts what the filter shows.
+        self.matches: tuple[int, int] | None = None
 
     def compose(self) -> ComposeResult:
         """Header, events table beside the JSON pane, status line, prompt, footer."""
@@ -250,6 +254,9 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
                 table.remove_row(str(event.seq))
             del self.events[:overflow]
             self.more_before = True
+        if self.matches is not None:
+            total, before = self.matches
+            self.matches = (total + len(fresh), before + overflow)
         if self.events:
             # Follow the head from the last row; elsewhere stay on the same event.
             row = len(self.events) - 1 if following else max(0, cursor - overflow)
@@ -270,7 +277,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         try:
             if not self._titled:
                 session = await self.client.get_session(self.session_id)
-                self.title = f"Events · {session.get('title') or self.session_id}"
+                self.title = safe_text(f"Events · {session.get('title') or self.session_id}")
                 self.sub_title = self.session_id if session.get("title") else ""
                 self._titled = True
             filt = {"types": self.types} if self.types else {}
@@ -289,6 +296,7 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         self.events = [parse_event(e) for e in before["events"] + after["events"]]
         self.more_before = len(before["events"]) == PAGE
         self.more_after = len(after["events"]) == PAGE
+        await self._count_matches()
         # The selected event is the wanted one, or the nearest one before it that the
         # filter lets through (or after it, when nothing before does).
         at = len(before["events"]) - 1 if before["events"] else 0
@@ -332,9 +340,26 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
             if len(self.events) > MAX_ROWS:
                 self.events = self.events[-MAX_ROWS:]
                 self.more_before = True
+        await self._count_matches()
         seqs = [e.seq for e in self.events]
         self._rebuild(seqs.index(keep) if keep in seqs else 0)
         self._end_loading()
+
+    async def _count_matches(self) -> None:
+        """With a type filter, count the matching events in all and before the window
+        (through the events view); left unknown when the hub does not answer."""
+        self.matches = None
+        if not self.types or not self.events:
+            return
+        globs = [TypePattern(p).sqlite_glob for p in self.types]
+        where = " OR ".join("type GLOB ?" for _ in globs)
+        sql = f"SELECT count(*), coalesce(sum(seq < ?), 0) FROM events WHERE {where}"
+        try:
+            answer = await self.client.query(self.session_id, sql, [self.events[0].seq, *globs])
+            total, before = answer["rows"][0]
+        except (ProtocolError, ConnectionError, LookupError, ValueError):
+            return
+        self.matches = (int(total), int(before))
 
     def _begin_loading(self) -> None:
         self.busy = True
@@ -490,9 +515,9 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         return (
             Text(str(event.seq), justify="right"),
             Text(format_time(event.ts), style="dim"),
-            Text(event_source(event.source)),
+            Text(safe_text(event_source(event.source))),
             Text(event.type, style="bold"),
-            Text(event_summary(event)),
+            Text(safe_text(event_summary(event))),
         )
 
     def _show_status(self, text: Text | None = None, *, error: bool = False,
@@ -517,11 +542,18 @@ class InspectorScreen(Screen[dict[str, Any] | None]):
         if self.selected_seq is not None:
             text.append(f"seq {self.selected_seq}", style="bold")
             text.append(" · ")
-        if self.events:
-            text.append(f"showing {self.events[0].seq}\N{EN DASH}{self.events[-1].seq}")
+        if self.events and self.types and self.matches is not None:
+            total, before = self.matches
+            text.append(f"showing {before + 1}\N{EN DASH}{before + len(self.events)} of "
+                        f"{total} matching · {self.head_seq} in all")
+        elif self.events and self.types:
+            text.append(f"showing {len(self.events)} matching (seq {self.events[0].seq}"
+                        f"\N{EN DASH}{self.events[-1].seq}) · {self.head_seq} in all")
+        elif self.events:
+            text.append(f"showing {self.events[0].seq}\N{EN DASH}{self.events[-1].seq} "
+                        f"of {self.head_seq}")
         else:
-            text.append("no events" + (" match" if self.types else ""))
-        text.append(f" of {self.head_seq}")
+            text.append(f"no events{' match' if self.types else ''} of {self.head_seq}")
         if self.types:
             text.append(" · types ", style="dim")
             text.append(" ".join(self.types))

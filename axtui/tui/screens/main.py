@@ -19,9 +19,11 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from axtui.client import HubClient, ProtocolError, Subscription
+from axtui.terminal import safe_text
 from axtui.tui.hubapp import hub_app
 from axtui.tui.messages import Connection, SessionDeleted, SessionEvents, SessionUpdated
 from axtui.tui.model import Conversation
+from axtui.tui.waiting import oldest_waiting
 from axtui.tui.widgets.blocks import BlockWidget, PermissionPrompt
 from axtui.tui.widgets.composer import Composer
 from axtui.tui.widgets.conversation import ConversationView
@@ -31,24 +33,28 @@ from server.events import parse_event
 
 OPEN_WINDOW = 1000  # events read when a session opens; older ones are for replay/inspector
 CANCEL_WINDOW = 1.5  # seconds within which a second Esc cancels the turn
+CONFIRM_WINDOW = 3.0  # seconds within which a second F5 (or F8) goes ahead
 
 
 class MainScreen(Screen[None]):
     """Sessions on the left; the open session's conversation and input on the right."""
 
     CSS_PATH = "main.tcss"
+    AUTO_FOCUS = "#session-options"  # the list, not the filter: typing must not vanish
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
         Binding("ctrl+n", "new_session", "New"),
-        Binding("ctrl+f", "filter", "Filter"),
+        Binding("ctrl+f", "filter", "Filter", show=False),  # the box says ctrl+f
         Binding("ctrl+l", "sessions", "Sessions", show=False),
-        Binding("ctrl+t", "toggle_thoughts", "Thoughts"),
+        # Not in the footer, so that it fits 100 columns: in F1 help and the palette.
+        Binding("ctrl+t", "toggle_thoughts", "Thoughts", show=False),
         Binding("ctrl+o", "answer", "Answer", show=True),
         Binding("f2", "state", "State"),
         Binding("f3", "inspect", "Inspect"),
         Binding("f4", "replay", "Replay"),
         Binding("f5", "fork", "Fork"),
+        Binding("f8", "delete", "Delete"),
         Binding("escape", "cancel_turn", "Cancel turn (twice)", show=False),
     ]
 
@@ -64,6 +70,9 @@ class MainScreen(Screen[None]):
         self._sync_pending = False
         self._unsubscribing: Worker[None] | None = None
         self._prompted: set[str] = set()  # permission requests already brought forward
+        self._answer_on_open = False  # Ctrl+O opened this session: focus its request
+        self._armed: tuple[str, str, float] | None = None  # action, session, when (F5, F8)
+        self._deleting: set[str] = set()  # deleted from here: no "was deleted" warning
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -128,7 +137,8 @@ class MainScreen(Screen[None]):
     def on_session_deleted(self, message: SessionDeleted) -> None:
         self.sidebar.remove_session(message.session_id)
         if message.session_id == self.session_id:
-            self.notify(f"Session {message.session_id} was deleted.", severity="warning")
+            if message.session_id not in self._deleting:
+                self.notify(f"Session {message.session_id} was deleted.", severity="warning")
             self._close_session()
 
     # --- opening a session ------------------------------------------------------------------
@@ -140,6 +150,7 @@ class MainScreen(Screen[None]):
     def open_session(self, session_id: str) -> None:
         """Show ``session_id``: its latest events, then live ones as they come."""
         self._close_session()
+        self._answer_on_open = False
         self.session_id = session_id
         self.sidebar.open(session_id)
         self._follow(session_id)
@@ -203,11 +214,15 @@ class MainScreen(Screen[None]):
         self.view.sync(self.conversation, earlier)
         self._draw_header()
         asking = {p.request_id for p in self.conversation.open_permissions()}
-        if asking - self._prompted:
+        if asking and self._answer_on_open:
+            self._answer_on_open = False
+            self._prompted |= asking
+            self.call_after_refresh(self._focus_open_request)
+        elif asking - self._prompted:
             self._prompted |= asking
             composer = self.query_one(Composer)
             if self.focused is composer and not composer.text:
-                self.call_after_refresh(self.action_answer)
+                self.call_after_refresh(self._focus_open_request)
             else:
                 self.notify("Permission requested: ctrl+o to answer.", timeout=4)
 
@@ -221,7 +236,7 @@ class MainScreen(Screen[None]):
             return
         state = session.get("agentState", "none")
         line = Text.assemble(state_mark(state), " ",
-                             (session.get("title") or session["sessionId"], "bold"),
+                             (safe_text(session.get("title") or session["sessionId"]), "bold"),
                              (f"  {session.get('agent') or 'no agent'} · {state_word(state)}",
                               "dim"))
         if self.conversation.running_turn:
@@ -267,14 +282,69 @@ class MainScreen(Screen[None]):
                 group="publish")
 
     def action_answer(self) -> None:
-        """Focus the oldest open permission request."""
+        """Go to the permission request that has waited longest, in any session."""
+        self._go_to_oldest_request()
+
+    @work(group="answer", exclusive=True)
+    async def _go_to_oldest_request(self) -> None:
+        here = self.conversation.open_permissions()
+        open_here = (self.session_id, here[0].ts) if here and self.session_id else None
+        client = self.client
+        target = open_here[0] if open_here else None
+        if client is not None:
+            target = await oldest_waiting(client, list(self.sidebar.sessions.values()),
+                                          open_here)
+        if target is None:
+            self.notify("No permission request is waiting.", timeout=2)
+        elif target == self.session_id:
+            self._focus_open_request()
+        else:
+            self.open_session(target)
+            self._answer_on_open = True
+
+    def _focus_open_request(self) -> None:
+        """Focus the open session's oldest open permission request."""
         for block in self.conversation.open_permissions():
             widget = self.view.widget_at(block.key)
             if widget is not None:
                 widget.focus()
                 widget.scroll_visible()
                 return
-        self.notify("No permission request is waiting.", timeout=2)
+
+    def busy_reason(self, every_session: bool) -> str | None:
+        """What quitting now would leave: a permission waiting or a turn running in the open
+        session (in any session when ``every_session``), in words; None: nothing."""
+        title = self._title(self.session)
+        if self.session is not None and self.conversation.open_permissions():
+            return f"{title} is waiting for permission"
+        if self.session is not None and self.conversation.running_turn:
+            return f"a turn is running in {title}"
+        if every_session:
+            for session in self.sidebar.sessions.values():
+                if session.get("agentState") == "waiting":
+                    return f"{self._title(session)} is waiting for permission"
+            for session in self.sidebar.sessions.values():
+                if session.get("agentState") == "running":
+                    return f"a turn is running in {self._title(session)}"
+        return None
+
+    @staticmethod
+    def _title(session: dict[str, Any] | None) -> str:
+        if session is None:
+            return ""
+        return f"“{safe_text(session.get('title') or session['sessionId'])}”"
+
+    def _confirmed(self, action: str, session_id: str, question: str) -> bool:
+        """Whether this press of ``action``'s key is the second one for ``session_id``
+        within :data:`CONFIRM_WINDOW`; the first one only asks ``question``."""
+        now = time.monotonic()
+        if self._armed is not None and self._armed[:2] == (action, session_id) \
+                and now - self._armed[2] <= CONFIRM_WINDOW:
+            self._armed = None
+            return True
+        self._armed = (action, session_id, now)
+        self.notify(question, severity="warning", timeout=CONFIRM_WINDOW)
+        return False
 
     def action_cancel_turn(self) -> None:
         """Esc twice within a moment cancels the running turn."""
@@ -364,9 +434,51 @@ class MainScreen(Screen[None]):
             self.app.push_screen(ReplayScreen(*target))
 
     def action_fork(self) -> None:
-        """Fork the session at its latest event (the inspector forks at any event)."""
-        if (target := self._needs_session()) is not None:
+        """Fork the session at its latest event (the inspector forks at any event); the
+        first press asks."""
+        if (target := self._needs_session()) is not None and self._confirmed(
+                "fork", target[1], f"Fork {self._title(self.session)} at its latest event "
+                f"(seq {self.conversation.last_seq})? Press F5 again to fork."):
             self._fork(*target)
+
+    def action_delete(self) -> None:
+        """Delete a session, the list's highlighted one or else the open one: the first
+        press asks, the second asks again in a dialog."""
+        options = self.sidebar.options
+        highlighted = options.highlighted_option if self.focused is options else None
+        session_id = highlighted.id if highlighted is not None else self.session_id
+        client = self.client
+        if client is None or session_id is None:
+            self.notify("Open a session first, or highlight one in the list.",
+                        severity="warning")
+            return
+        title = self._title(self.sidebar.sessions.get(session_id)) or session_id
+        if not self._confirmed("delete", session_id,
+                               f"Delete {title}? Press F8 again to confirm."):
+            return
+        from axtui.tui.screens.confirm import ConfirmScreen
+
+        question = (f"Delete {title} ({session_id})? Its whole history and state are "
+                    "removed for everyone, and cannot be brought back.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(client, session_id, title)
+
+        self.app.push_screen(ConfirmScreen(question, "Delete", "Delete the session?"),
+                             answered)
+
+    @work(group="publish")
+    async def _delete(self, client: HubClient, session_id: str, title: str) -> None:
+        self._deleting.add(session_id)
+        try:
+            await client.call("session/delete", {"sessionId": session_id})
+        except (ProtocolError, ConnectionError) as exc:
+            self._deleting.discard(session_id)
+            self.notify(f"Not deleted: {exc}", severity="error")
+            return
+        self.notify(f"Deleted {title}.", timeout=3)
+        self.on_session_deleted(SessionDeleted(session_id))
 
     @work(group="publish")
     async def _fork(self, client: HubClient, session_id: str) -> None:

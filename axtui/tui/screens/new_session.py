@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
@@ -21,13 +21,18 @@ class NewSessionScreen(ModalScreen[dict[str, Any] | None]):
 
     DEFAULT_CSS = """
     NewSessionScreen { align: center middle; }
-    NewSessionScreen > Vertical { width: 60; height: auto; padding: 1 2;
-                                  border: thick $primary; background: $surface; }
+    NewSessionScreen > VerticalScroll { width: 60; max-width: 100%; height: auto;
+                                        max-height: 100%; padding: 1 2;
+                                        border: thick $primary; background: $surface; }
     NewSessionScreen Label { margin-top: 1; color: $text-muted; }
     NewSessionScreen .error { color: $error; }
     NewSessionScreen Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
     NewSessionScreen Button { margin-left: 1; }
+    /* A short terminal: no spacing, so that the buttons stay on screen. */
+    NewSessionScreen.-short > VerticalScroll { padding: 0 1; }
+    NewSessionScreen.-short Label, NewSessionScreen.-short Horizontal { margin-top: 0; }
     """
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (24, "-tall")]  # noqa: RUF012 (as Textual types it)
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
@@ -36,8 +41,8 @@ class NewSessionScreen(ModalScreen[dict[str, Any] | None]):
         self.client = client
 
     def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label("[b]New session[/b]")
+        with VerticalScroll() as dialog:
+            dialog.border_title = "New session"
             yield Label("Title")
             yield Input(placeholder="What is this session about?", id="title")
             yield Label("Agent")
@@ -48,6 +53,7 @@ class NewSessionScreen(ModalScreen[dict[str, Any] | None]):
                 yield Button("Create", variant="primary", id="create")
 
     def on_mount(self) -> None:
+        self.query_one("#error", Label).display = False
         self.query_one("#title", Input).focus()
         self._load_agents()
 
@@ -95,4 +101,6 @@ class NewSessionScreen(ModalScreen[dict[str, Any] | None]):
         self.dismiss(session)
 
     def _error(self, text: str) -> None:
-        self.query_one("#error", Label).update(text)
+        error = self.query_one("#error", Label)
+        error.update(text)
+        error.display = bool(text)

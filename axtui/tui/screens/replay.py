@@ -14,6 +14,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, Static
 
 from axtui.client import HubClient, ProtocolError
+from axtui.terminal import safe_text
 from axtui.tui.model import Conversation
 from axtui.tui.widgets.conversation import ConversationView
 from axtui.tui.widgets.scrubbar import ScrubBar
@@ -132,7 +133,7 @@ class ReplayScreen(Screen[None]):
         except (ProtocolError, ConnectionError) as exc:
             self._header(f"cannot load: {exc}")
             return
-        self.title_text = session.get("title") or self.session_id
+        self.title_text = safe_text(session.get("title") or self.session_id)
         self.replay = Replay(events)
         self.loaded = True
         self._seek(self.replay.position_of(self.start_seq) if self.start_seq else 1)

@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from axtui.client import HubClient
+from axtui.terminal import safe_text
 from axtui.tui.hubapp import hub_app
 from axtui.tui.messages import SessionEvents
 from axtui.tui.widgets.status import StatusBar
@@ -54,7 +55,7 @@ def format_cell(value: Any) -> Text:
         return Text(str(int(value)), justify="right")
     if isinstance(value, int | float):
         return Text(str(value), justify="right")
-    text = str(value).replace("\r\n", "⏎").replace("\n", "⏎").replace("\t", " ")
+    text = safe_text(str(value).replace("\r\n", "⏎").replace("\n", "⏎").replace("\t", " "))
     if len(text) > CELL_CHARS:
         text = text[: CELL_CHARS - 1] + "…"
     return Text(text)
@@ -221,7 +222,7 @@ class StateScreen(Screen[None]):
             session = await self.client.get_session(self.session_id)
         except (ProtocolError, ConnectionError):
             return  # the title keeps the id; the queries will show the error
-        self.title = f"State · {session.get('title') or self.session_id}"
+        self.title = safe_text(f"State · {session.get('title') or self.session_id}")
         self.sub_title = self.session_id if session.get("title") else ""
 
     @work(exclusive=True, group="state-tables")
@@ -262,7 +263,11 @@ class StateScreen(Screen[None]):
             answer = await self.client.query(self.session_id, sql, limit=limit)
             blobs = await self._blob_columns(table) if table is not None else set()
         except (ProtocolError, ConnectionError) as exc:
+            # The old rows would pass for this query's answer: clear them, and let a
+            # refresh re-run nothing until a query succeeds.
+            results.clear(columns=True)
             results.loading = False
+            self.current_sql = self._current_table = None
             self._status(Text(_message(exc)), error=True)
             return
         self.current_sql, self._current_limit, self._current_table = sql, limit, table
@@ -308,8 +313,15 @@ class StateScreen(Screen[None]):
         status.set_class(error, "-error")
 
 
+READ_ONLY = ("This view only reads the state (SELECT, WITH, read-only PRAGMAs): it cannot "
+             "change it. To change the state, ask the agent in the conversation (Esc).")
+
+
 def _message(exc: BaseException) -> str:
     """The sentence to show for a failed call: the hub's message, or the connection's."""
     if isinstance(exc, ProtocolError):
+        # The guard names the protocol's methods; here only this screen's words make sense.
+        if "is read-only: use state/exec" in exc.message:
+            return READ_ONLY
         return exc.message
     return str(exc) or type(exc).__name__

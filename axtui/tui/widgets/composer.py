@@ -6,11 +6,13 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
-NEWLINE_KEYS = {"shift+enter", "ctrl+j", "alt+enter"}
+# Ctrl+J reaches us from every terminal (it sends "\n"); Shift+Enter only from those that
+# report it apart from Enter (kitty's keyboard protocol), so Ctrl+J is the one advertised.
+NEWLINE_KEYS = {"ctrl+j", "shift+enter", "alt+enter"}
 
 
 class Composer(TextArea):
-    """Enter sends; Shift+Enter (or Ctrl+J) starts a new line; Up and Down recall history.
+    """Enter sends; Ctrl+J (or Shift+Enter) starts a new line; Up and Down recall history.
 
     Posts :class:`Composer.Submitted` with the text; empty messages are not sent.
     """
@@ -30,7 +32,7 @@ class Composer(TextArea):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
-                         placeholder="Write a message: Enter sends, Shift+Enter for a new line")
+                         placeholder="Write a message: Enter sends, Ctrl+J for a new line")
         self.sent: list[str] = []
         self._recall: int | None = None  # index into history while browsing it
         self._draft = ""

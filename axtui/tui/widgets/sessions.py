@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
+
+from axtui.terminal import safe_text
 
 STATE_MARKS: dict[str, tuple[str, str]] = {
     "none": ("·", "dim"),
@@ -40,16 +43,18 @@ class SessionList(Vertical):
     """Sessions newest activity first, with agent state and unread counts; filterable.
 
     Fed with whole session objects (from ``session/list`` and ``session/updated``); posts
-    :class:`SessionList.Selected` when the user opens one. A session's unread count is the
-    number of events that arrived since this app first saw it, until it is opened.
+    :class:`SessionList.Selected` when the user opens one (Enter on a row, or Enter in the
+    filter when one session is left). A session's unread count is the number of events that
+    arrived since this app first saw it, until it is opened.
     """
 
     DEFAULT_CSS = """
     SessionList { width: 30%; min-width: 22; max-width: 36; border-right: tall $panel; }
     SessionList > Input { margin: 0; border: none; height: 1; padding: 0 1;
                           background: $surface; }
-    SessionList > Input:focus { background: $boost; }
+    SessionList > Input:focus { border: none; background: $boost; }
     SessionList > OptionList { height: 1fr; border: none; padding: 0; background: $surface; }
+    SessionList > .empty { padding: 0 1; color: $text-muted; text-style: italic; }
     SessionList > OptionList:focus { border: none; }
     """
 
@@ -76,7 +81,11 @@ class SessionList(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter sessions (ctrl+f)", id="session-filter")
+        yield Static(classes="empty", id="session-empty")
         yield OptionList(id="session-options")
+
+    def on_mount(self) -> None:
+        self.query_one("#session-empty", Static).display = False
 
     @property
     def options(self) -> OptionList:
@@ -139,7 +148,17 @@ class SessionList(Vertical):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.options.focus()
+        shown = self._shown()
+        if len(shown) == 1:
+            self.post_message(self.Selected(shown[0]["sessionId"]))
+        else:
+            self.options.focus()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # The list gets the focus with a row highlighted, so Enter opens something.
+        options = self.options
+        if event.widget is options and options.highlighted is None and options.option_count:
+            options.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
@@ -152,12 +171,21 @@ class SessionList(Vertical):
             self._dirty = True
             self.call_after_refresh(self._redraw)
 
-    def _redraw(self) -> None:
-        self._dirty = False
+    def _shown(self) -> list[dict[str, Any]]:
+        """The sessions the filter lets through, latest activity first."""
         needle = self.query_one(Input).value.strip().lower()
         ordered = sorted(self.sessions.values(),
                          key=lambda s: (s.get("updatedAt", 0), s["sessionId"]), reverse=True)
-        shown = [s for s in ordered if not needle or needle in _haystack(s)]
+        return [s for s in ordered if not needle or needle in _haystack(s)]
+
+    def _redraw(self) -> None:
+        self._dirty = False
+        shown = self._shown()
+        needle = self.query_one(Input).value.strip()
+        empty = self.query_one("#session-empty", Static)
+        empty.display = bool(needle) and not shown
+        if empty.display:
+            empty.update(Text(f"no sessions match {needle!r}"))
         options = self.options
         highlighted = options.highlighted_option.id if options.highlighted_option else None
         options.clear_options()
@@ -167,11 +195,13 @@ class SessionList(Vertical):
         self._follow_current = False
         if target in self._order:
             options.highlighted = self._order.index(target)
+        elif self._order and options.has_focus:
+            options.highlighted = 0
 
     def _label(self, session: dict[str, Any]) -> Text:
         sid = session["sessionId"]
         state = session.get("agentState", "none")
-        title = session.get("title") or sid
+        title = safe_text(session.get("title") or sid)
         line = Text.assemble(state_mark(state), " ")
         line.append(title[:26] + ("…" if len(title) > 26 else ""),
                     style="bold" if sid == self.current else "")

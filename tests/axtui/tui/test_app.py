@@ -245,6 +245,7 @@ async def test_unreachable_hub_is_retried_until_it_answers(hub_factory: HubFacto
         status = app.main.query_one(StatusBar)
         await wait_until(pilot, lambda: "cannot reach" in status.text, "the failure")
         assert not status.connected
+        assert "axtui up" in status.text
         from dataclasses import replace
 
         await hub_factory(config=replace(config, hub=replace(config.hub,
@@ -267,14 +268,14 @@ async def test_a_refused_message_comes_back_to_the_input(hub_factory: HubFactory
 
 
 async def test_fork_opens_a_copy_at_the_latest_event(hub_factory: HubFactory) -> None:
-    """F5 forks the open session at its head and opens the fork."""
+    """F5 twice forks the open session at its head and opens the fork."""
     hub = await hub_factory()
     other = await client_on(hub)
     await other.create_session(sessionId="orig")
     await other.publish("orig", "user.message", {"text": "keep me"})
     async with running_app(hub) as (app, pilot):
         await open_session(app, pilot, "orig")
-        await pilot.press("f5")
+        await pilot.press("f5", "f5")
         await settle(pilot, lambda: app.main.session_id not in (None, "orig"), "the fork")
         await settle(pilot, lambda: blocks_of(app, UserBlock), "the copied message")
         assert blocks_of(app, UserBlock)[0].text == "keep me"
@@ -335,7 +336,7 @@ async def test_every_main_screen_action_is_in_the_command_palette(
     async with running_app(hub) as (app, _pilot):
         titles = {c.title for c in app.get_system_commands(app.main)}
         for name in ("Help", "New", "Filter", "Thoughts", "Answer", "State", "Inspect",
-                     "Replay", "Fork", "Cancel turn"):
+                     "Replay", "Fork", "Delete", "Cancel turn"):
             assert name in titles, name
 
 

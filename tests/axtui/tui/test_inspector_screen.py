@@ -137,6 +137,7 @@ async def test_type_filter(inspector_client: HubClient) -> None:
         assert [e.type for e in screen.events] == ["note"] * 3
         assert table.row_count == 3
         assert "types no*" in status_text(app)
+        assert "showing 1\N{EN DASH}3 of 3 matching" in status_text(app)
         await pilot.press("t", "ctrl+u", "enter")
         await wait_until(pilot, lambda: table.row_count == 7 and not screen.busy, "all again")
 
@@ -172,6 +173,28 @@ async def test_window_on_a_long_session(hub: Hub) -> None:
             await pilot.press("left_square_bracket")
             await wait_until(pilot, lambda: screen.selected_seq == 1 and not screen.busy,
                              "the first")
+
+
+async def test_a_filtered_window_counts_the_matching_events(hub: Hub) -> None:
+    """With a type filter on a long session, "showing x–y of z" counts matching events:
+    where the window starts among them and how many match in all (live ones included)."""
+    async with HubClient(hub.url) as client:
+        await client.create_session(sessionId="mixed")
+        for start in range(0, 1200, 200):
+            await asyncio.gather(*(client.publish("mixed", "note" if i % 2 else "ci.tick",
+                                                  {"i": i}) for i in range(start, start + 200)))
+        app = ScreenHost(InspectorScreen(client, "mixed"))
+        async with app.run_test(size=(120, 30)) as pilot:
+            screen = await loaded(pilot, app)
+            await pilot.press("t", *"note", "enter")
+            await wait_until(pilot, lambda: screen.types == ["note"] and not screen.busy,
+                             "the filter")
+            assert len(screen.events) == 500  # the newest page of the 600 notes
+            assert "showing 101\N{EN DASH}600 of 600 matching · 1201 in all" in status_text(app)
+            screen.add_events([{"seq": 1202, "ts": 1, "type": "note", "data": {},
+                                "source": {"kind": "client", "name": "x"}}])
+            await pilot.pause()
+            assert "showing 101\N{EN DASH}601 of 601 matching" in status_text(app)
 
 
 async def test_live_events_are_appended_at_the_head(inspector_client: HubClient) -> None:

@@ -130,3 +130,14 @@ def test_the_model_keeps_at_most_max_blocks() -> None:
         convo.apply(ev("ci.tick", {"n": n}, {"kind": "client", "name": "ci"}, None))
     assert len(convo) == 10 and convo.dropped == 15
     assert next(iter(convo.blocks.values())).seq == 16
+
+
+def test_agent_ready_says_how_the_conversation_came_back_in_plain_words() -> None:
+    """agent.status ready reads "agent ready (new conversation)", "(conversation resumed)"
+    or "(conversation reloaded)", never the protocol's resume mode."""
+    ev, convo = Log(), Conversation()
+    for mode in ("new", "resume", "load"):
+        convo.apply(ev("agent.status", {"state": "ready", "resumeMode": mode}, HUB, None))
+    texts = [b.text for b in convo.blocks.values() if isinstance(b, NoticeBlock)]
+    assert texts == ["agent ready (new conversation)", "agent ready (conversation resumed)",
+                     "agent ready (conversation reloaded)"]

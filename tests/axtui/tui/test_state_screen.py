@@ -150,7 +150,24 @@ async def test_write_is_refused_with_the_guards_message(state_client: HubClient)
         _, _, status, _ = parts(app)
         await wait_until(pilot, lambda: status.has_class("-error"), "the refusal")
         assert "read-only" in status_text(app)
+        assert "state/" not in status_text(app)  # the TUI's words, not the protocol's
+        assert "ask the agent" in status_text(app)
     assert len((await state_client.query(SESSION, "SELECT * FROM tickets"))["rows"]) == 3
+
+
+async def test_a_failed_query_clears_the_old_results(state_client: HubClient) -> None:
+    """After a query fails, the grid no longer shows the rows of the query before it."""
+    app = ScreenHost(StateScreen(state_client, SESSION))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot, app)
+        _, table, status, _ = parts(app)
+        assert table.row_count == 1
+        await run_sql(pilot, app, "SELECT * FROM no_such_table")
+        await wait_until(pilot, lambda: status.has_class("-error"), "the error")
+        assert table.row_count == 0 and not table.columns
+        await pilot.press("r")  # a refresh does not bring back the old rows either
+        await pilot.pause(0.3)
+        assert table.row_count == 0
 
 
 async def test_big_table_is_truncated_and_says_so(state_client: HubClient) -> None:

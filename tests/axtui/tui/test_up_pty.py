@@ -46,7 +46,8 @@ class Terminal:
 
 def test_axtui_up_runs_a_demo_turn_in_a_terminal(tmp_path: Path) -> None:
     """`axtui up` starts its hub and the TUI; a new demo session answers a typed message once
-    its write is allowed; Ctrl+Q quits with exit 0 and stops the hub."""
+    its write is allowed; once the turn is over Ctrl+Q quits with exit 0 and stops the
+    hub."""
     env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
     term = Terminal(["-m", "axtui", "up", "--data-dir", str(tmp_path / "data"),
                      "--port", "0"], env)
@@ -62,6 +63,7 @@ def test_axtui_up_runs_a_demo_turn_in_a_terminal(tmp_path: Path) -> None:
         term.wait_for("permission requested")
         term.send("1")
         term.wait_for("Ticket #1 filed.")
+        term.wait_for("demo · idle")  # the turn has ended: Ctrl+Q quits at once
         term.send(CTRL_Q)
         term.child.expect(pexpect.EOF, timeout=30)
     finally:
