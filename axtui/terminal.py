@@ -26,7 +26,7 @@ _SEQUENCE = re.compile(
 # What is left: C0 controls but tab and newline, DEL, C1, and the bidi controls.
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# JSON escapes only C0: the rest reaches the terminal raw unless written as \uXXXX.
+# JSON escapes only C0: the rest reaches the terminal raw unless written as a \u escape.
 _JSON_RAW = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -58,7 +58,7 @@ def safe_value(value: Any) -> Any:
 
 def safe_json_line(line: str) -> str:
     """A JSON text with DEL, C1 controls, separators and bidi controls written as
-    ``\\uXXXX`` escapes: the same JSON value, but nothing a terminal acts on (JSON
+    ``\\u`` escapes (``\\u0085``): the same JSON value, but nothing a terminal acts on (JSON
     already escapes C0, ESC included). They can only occur inside strings, so the
     escapes are valid JSON."""
     return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
