@@ -150,7 +150,11 @@ def sandboxed(agent: AgentConfig, url: str, *, cwd: Path,
     wanted = [Path(arg) for arg in argv if os.path.isabs(arg)]
     wanted += [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parents[1]]
     covers = [Path("/tmp"), *hidden]
-    visible = [p for p in wanted if any(p.is_relative_to(c) for c in covers)]
+    # Whole directories (a file's own directory): bwrap cannot mount a file where the
+    # tmpfs has no parent for it, nor over a symlink inside a read-only mount.
+    dirs = {p if p.is_dir() else p.parent for p in wanted
+            if any(p.is_relative_to(c) for c in covers)}
+    visible = sorted(d for d in dirs if not any(d != o and d.is_relative_to(o) for o in dirs))
     writable = [Path(p).expanduser().resolve() for p in agent.sandbox.writable]
     for path in writable:  # a bind needs its source: made as the directory it names
         path.mkdir(parents=True, exist_ok=True)

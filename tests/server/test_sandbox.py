@@ -173,3 +173,22 @@ def test_mounts_deeper_paths_win(tmp_path: Path) -> None:
     argv = sandbox.sandbox_argv(["prog"], workspace=workspace, hidden=[data], network=True)
     assert argv.index("--tmpfs", argv.index("/tmp") + 1) < argv.index("--bind")
     assert argv[-2:] == ["--", "prog"] and "--unshare-net" not in argv
+
+
+async def test_an_agent_installed_under_tmp_starts_in_its_sandbox(
+    hub_factory: HubFactory, raw_factory: RawFactory, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent whose program lives under /tmp (a checkout or venv there, covered by the
+    sandbox's own /tmp) still starts: its directory is mounted, not the file alone."""
+    if not tmp_path.is_relative_to("/tmp"):
+        pytest.skip(f"the test's temp dir {tmp_path} is not under /tmp")
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    script = tmp_path / "venv" / "attacker.py"
+    script.write_text(Path(ATTACKER).read_text())
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))  # as for a venv in /tmp
+    agent = attacker(command=(str(bin_dir / "python"), str(script)))
+    _, raw = await attacked(hub_factory, raw_factory, agent)
+    assert (await attack(raw, "a", "pids")).split()[1:] == ["1", "2"]
