@@ -35,7 +35,7 @@ from server.protocol import (
     SessionInfo,
 )
 from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
-from server.sources import Source
+from server.sources import HUB_SOURCE, Source
 
 log = logging.getLogger("axtui.sessions")
 
@@ -170,6 +170,16 @@ class Subscription:
             self.next_seq = last + 1
 
 
+_HUB_SOURCE_JSON = HUB_SOURCE.to_json()
+
+
+def is_activity(item: PendingEvent) -> bool:
+    """Whether an event counts as the session's activity (``updatedAt``): what a person or
+    an agent did, and the turns they caused. The hub's bookkeeping (``agent.status``, a
+    request it closed) is not, or every shutdown would reorder the session list."""
+    return item.source != _HUB_SOURCE_JSON or item.type.startswith("turn.")
+
+
 class Session:
     """An open session: its log, its single writer task, its subscribers."""
 
@@ -253,6 +263,7 @@ class Session:
                         item.future.set_exception(err)
                 continue
             now = time.perf_counter()
+            activity = 0
             # Put off by hub.commit_budget: first in the next batch, in their order.
             self._queue.extendleft(reversed(
                 [item for item, outcome in zip(batch, outcomes, strict=True) if outcome is None]
@@ -260,6 +271,8 @@ class Session:
             for item, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, CommitResult):
                     metrics.observe_commit(now - item.queued_at)
+                    if not outcome.duplicate and is_activity(item):
+                        activity = outcome.ts
                 if item.future.done() or outcome is None:
                     continue
                 if isinstance(outcome, ProtocolError):
@@ -267,21 +280,15 @@ class Session:
                 else:
                     item.future.set_result(outcome)
             if committed:
-                self._committed(committed)
+                self._committed(committed, activity)
 
-    def _committed(self, committed: list[tuple[int, bytes]]) -> None:
-        """Publish a committed batch: head, last activity, tail cache, live subscribers,
+    def _committed(self, committed: list[tuple[int, bytes]], activity: int) -> None:
+        """Publish a committed batch: head, last activity (``activity``, the ts of the
+        batch's last event that :func:`is_activity`, or 0), tail cache, live subscribers,
         the host."""
         self.info.head_seq = committed[-1][0]
-        # updatedAt is the last activity: what a person or an agent did, and the turns they
-        # caused; the hub's bookkeeping (agent.status, a request it closed) is not, or every
-        # shutdown would reorder the session list. Newest first: usually one event is read.
-        for _, raw in reversed(committed):
-            event = orjson.loads(raw)
-            if (event["source"].get("kind") != "hub"
-                    or str(event["type"]).startswith("turn.")):
-                self.info.updated_at = int(event["ts"])
-                break
+        if activity:
+            self.info.updated_at = activity
         self.catalog_stale = True
         self.last_used = time.monotonic()
         for item in committed:
