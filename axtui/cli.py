@@ -40,22 +40,32 @@ def _load(config_path: Path | None, **overrides: object):  # type: ignore[no-unt
 def _run_hub(config) -> None:  # type: ignore[no-untyped-def]
     from server.app import run, serve_until_stopped, setup_logging
     from server.catalog import CatalogUnreadable, DataDirLocked
+    from server.clustererrors import StoreUnavailable
 
     setup_logging(config)
     try:
         run(serve_until_stopped(config))
     except (DataDirLocked, CatalogUnreadable) as exc:
         _fail(str(exc))
+    except StoreUnavailable as exc:
+        _fail(f"cluster.redis cannot be reached: {exc.message}")
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            _fail(f"port {config.hub.port} is already in use on {config.hub.host}: pass another"
-                  " --port (0 picks a free one)")
+            from axtui.embedded import in_use
+
+            _fail(f"{in_use(exc)}: pass another --port or --http-port (0 picks a free one)")
         _fail(f"cannot listen on {config.hub.host}:{config.hub.port}: {exc}")
 
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     help="YAML config file (see config.example.yaml).",
+)
+
+
+http_port_option = click.option(
+    "--http-port", type=int,
+    help="Port of the HTTP API (default 8495, or hub.http_port; 0 picks a free one).",
 )
 
 
@@ -72,20 +82,27 @@ def main(ctx: click.Context) -> None:
 @config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8494; 0 picks a free one).")
+@http_port_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where sessions are stored (default: the platform's data dir).")
+@click.option("--cluster", "cluster", metavar="URL",
+              help="Run as a replica of the cluster on this Redis (sets cluster.redis; the"
+                   " secret comes from cluster.secret or $AXTUI_CLUSTER_SECRET).")
 def serve(config_path: Path | None, host: str | None, port: int | None,
-          data_dir: Path | None) -> None:
-    """Run the hub until Ctrl+C or SIGTERM."""
-    _run_hub(_load(config_path, host=host, port=port, data_dir=data_dir))
+          http_port: int | None, data_dir: Path | None, cluster: str | None) -> None:
+    """Run the hub (websocket and HTTP API) until Ctrl+C or SIGTERM."""
+    _run_hub(_load(config_path, host=host, port=port, http_port=http_port, data_dir=data_dir,
+                   cluster=cluster))
 
 
 @main.command()
 @config_option
 @click.option("--port", type=int, help="Port for the hub (default 8494; 0 picks a free one).")
+@http_port_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where sessions are stored (default: the platform's data dir).")
-def up(config_path: Path | None, port: int | None, data_dir: Path | None) -> None:
+def up(config_path: Path | None, port: int | None, http_port: int | None,
+       data_dir: Path | None) -> None:
     """The main job: a hub on the local data dir with the bundled agents, and the TUI on it.
 
     The hub stops when the TUI quits. Other clients (`axtui exec --server ...`, Slack)
@@ -94,7 +111,7 @@ def up(config_path: Path | None, port: int | None, data_dir: Path | None) -> Non
     """
     from axtui.tui.launch import open_up
 
-    sys.exit(open_up(_load(config_path, port=port, data_dir=data_dir)))
+    sys.exit(open_up(_load(config_path, port=port, http_port=http_port, data_dir=data_dir)))
 
 
 # --- the terminal UI (issue 4): tui ---

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -64,11 +65,12 @@ def running_hub(config: Config) -> Target | None:
 
 
 @contextlib.asynccontextmanager
-async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
-    """Run a hub for the duration of the block (on ``port``, by default a free one); yields
-    its websocket URL."""
+async def embedded_hub(config: Config, port: int = 0,
+                       http_port: int | None = None) -> AsyncIterator[str]:
+    """Run a hub for the duration of the block (on ``port``, by default a free one, and the
+    HTTP API on ``http_port``, by default none); yields its websocket URL."""
     config = replace(config, tokens=(),
-                     hub=replace(config.hub, host="127.0.0.1", port=port))
+                     hub=replace(config.hub, host="127.0.0.1", port=port, http_port=http_port))
     logging_to_file = _log_to_file(config)
     try:
         logging_to_file.__enter__()
@@ -85,7 +87,7 @@ async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
             ) from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise CommandError(f"port {port} is already in use: pass another --port (0"
+                raise CommandError(f"{in_use(exc)}: pass another --port or --http-port (0"
                                    " picks a free one)", ExitCode.USAGE) from None
             raise CommandError(f"cannot start the embedded hub: {exc}", ExitCode.USAGE) from None
         try:
@@ -94,3 +96,9 @@ async def embedded_hub(config: Config, port: int = 0) -> AsyncIterator[str]:
             await hub.stop()
     finally:
         logging_to_file.__exit__(None, None, None)
+
+
+def in_use(exc: OSError) -> str:
+    """Which address an EADDRINUSE was about, in a few words."""
+    found = re.search(r"\('?([^',]+)'?, (\d+)\)", str(exc))
+    return f"port {found[2]} is already in use on {found[1]}" if found else "a port is in use"

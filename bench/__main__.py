@@ -28,6 +28,9 @@ from bench import (
     w5_idle,
     w6_start,
     w7_tui,
+    w8_http_publish,
+    w9_sse_fanout,
+    w10_sse_idle,
 )
 from bench.common import WorkloadResult
 
@@ -42,6 +45,9 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
     "W5": ("idle", lambda d, a: w5_idle.run(d, quick=a.quick)),
     "W6": ("start", lambda d, a: w6_start.run(d, quick=a.quick)),
     "W7": ("TUI", lambda d, a: w7_tui.run(d, quick=a.quick)),
+    "W8": ("HTTP publish", lambda d, a: w8_http_publish.run(d, quick=a.quick)),
+    "W9": ("SSE fan-out", lambda d, a: w9_sse_fanout.run(d, quick=a.quick)),
+    "W10": ("SSE idle", lambda d, a: w10_sse_idle.run(d, quick=a.quick)),
 }
 
 
@@ -50,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="shorter runs (W1 3 s, W2 2 windows of 1 s, W3 20,000 events, 5 W4"
-                             " wakes, W5 200 sessions and 400 connections, fewer W6 starts)")
+                             " wakes, W5 200 sessions and 400 connections, fewer W6 starts,"
+                             " W8 2 s phases, W9 3 s, W10 200 streams)")
     parser.add_argument("--only", type=_workload_list, default=list(WORKLOADS),
                         metavar="W1,W3,...", help="run only these workloads")
     parser.add_argument("--data-root", type=Path, default=None,

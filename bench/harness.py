@@ -20,6 +20,7 @@ import gc
 import multiprocessing
 import time
 from array import array
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -47,6 +48,7 @@ class Target:
     stream: str = ""  # the session id or the stream key
     after: str = "0"  # subscribe after this seq (hub) or stream id (redis)
     pad: str = ""  # filler that makes an event about EVENT_BYTES
+    token: str = ""  # a Bearer token, for the HTTP API (bench.w9_sse_fanout)
 
 
 def settle_gc() -> None:
@@ -227,14 +229,18 @@ def _check(received: list[Received], total: int) -> dict[str, int]:
             "seq_problems": seq_problems}
 
 
-def _subscriber_process(target: Target, count: int, timeout: float, conn: Connection) -> None:
+Receiver = Callable[[Target, Received, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _subscriber_process(target: Target, count: int, timeout: float, conn: Connection,
+                        receiver: Receiver | None = None) -> None:
     """A child process running ``count`` subscribers (entry point for multiprocessing)."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         received = [Received() for _ in range(count)]
         readies = [asyncio.Event() for _ in range(count)]
-        run = _hub_receiver if target.kind == "hub" else _redis_receiver
+        run = receiver or (_hub_receiver if target.kind == "hub" else _redis_receiver)
         tasks = [asyncio.create_task(run(target, r, e)) for r, e in zip(received, readies,
                                                                          strict=True)]
         try:
@@ -269,9 +275,15 @@ def _subscriber_process(target: Target, count: int, timeout: float, conn: Connec
 
 
 class Subscribers:
-    """``count`` subscribers, each its own client and connection, in one child process."""
+    """``count`` subscribers, each its own client and connection, in one child process.
 
-    def __init__(self, target: Target, count: int, timeout: float) -> None:
+    ``receiver`` (a module-level function: it goes to the child by name) runs each one;
+    by default ``HubClient``'s or redis-py's, by ``target.kind``.
+    """
+
+    def __init__(self, target: Target, count: int, timeout: float,
+                 receiver: Receiver | None = None) -> None:
+        self.receiver = receiver
         self.target = target
         self.count = count
         self.timeout = timeout
@@ -283,7 +295,8 @@ class Subscribers:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_subscriber_process,
-                                 args=(self.target, self.count, self.timeout, child),
+                                 args=(self.target, self.count, self.timeout, child,
+                                       self.receiver),
                                  daemon=True)
         self._proc.start()
         child.close()

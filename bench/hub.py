@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/ws")  # the hub's and the floor's
+HTTP_LISTENING = re.compile(r"axtui http listening on http://127\.0\.0\.1:(\d+)")
 POLL_INTERVAL = 0.001  # seconds between /healthz attempts: the start-time resolution
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -55,9 +56,12 @@ class HubUnderTest:
     def __init__(self, data_dir: Path, config: Path | None,
                  argv: list[str] | None = None) -> None:
         self.argv = argv or [sys.executable, "-m", "axtui.cli", "serve", "--port", "0",
-                             "--data-dir", str(data_dir), "--config", str(config)]
+                             "--http-port", "0", "--data-dir", str(data_dir),
+                             "--config", str(config)]
         self.proc: subprocess.Popen[str] | None = None
         self.port: int | None = None
+        self.http_port: int | None = None  # the HTTP API's (http.md), if it logged one
+        self.data_dir = data_dir
         self.startup_seconds = 0.0
         self.listening_seconds = 0.0  # from launch to the "listening on" line
         self._started = 0.0
@@ -82,6 +86,16 @@ class HubUnderTest:
     def url(self) -> str:
         """The websocket URL."""
         return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP API's base URL, ``http://127.0.0.1:PORT``."""
+        assert self.http_port is not None, "the hub logged no HTTP API port"
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def local_token(self) -> str:
+        """Local mode's secret (``data_dir/local-token``): the Bearer token of the HTTP API."""
+        return (self.data_dir / "local-token").read_text(encoding="ascii").strip()
 
     @property
     def pid(self) -> int:
@@ -125,6 +139,8 @@ class HubUnderTest:
         assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
             self._lines.append(line)
+            if self.http_port is None and (match := HTTP_LISTENING.search(line)):
+                self.http_port = int(match[1])
             if self.port is None and (match := LISTENING.search(line)):
                 self.listening_seconds = time.perf_counter() - self._started
                 self.port = int(match[1])

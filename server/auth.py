@@ -37,6 +37,7 @@ class Principal:
 
 
 LOCAL_PRINCIPAL = Principal("local", Role.ADMIN)
+CLUSTER_PRINCIPAL = Principal("cluster", Role.ADMIN, "cluster")  # another replica
 
 AGENT_METHODS = frozenset({
     "ping", "session/get", "session/history", "state/query", "state/exec",
@@ -68,6 +69,7 @@ class Authenticator:
         self.on_revoked: list[Callable[[Principal], None]] = []
         self._hub_url: str | None = None
         self._local_secret: str | None = None  # local mode's token, once the hub has one
+        self.cluster_secret: str | None = None  # cluster.secret: other replicas show it
 
     @property
     def local_mode(self) -> bool:
@@ -95,6 +97,9 @@ class Authenticator:
         agent = self._agent_tokens.get(token)
         if agent is not None:
             return agent
+        if self.cluster_secret is not None and hmac.compare_digest(
+                self.cluster_secret.encode(), token.encode()):
+            return CLUSTER_PRINCIPAL
         if self._local_secret is not None:
             return (LOCAL_PRINCIPAL if hmac.compare_digest(self._local_secret.encode(),
                                                            token.encode()) else None)

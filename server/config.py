@@ -9,14 +9,9 @@ values (tokens) never appear in an error message or a ``repr``.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
-import math
 import os
-import re
-import shlex
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,93 +19,35 @@ from typing import Any
 import platformdirs
 import yaml
 
+from server.clusterconfig import ClusterConfig, parse_cluster, redis_url
+from server.configvalues import (
+    AGENT_ID,
+    Check,
+    boolean,
+    choice,
+    command,
+    env_vars,
+    event_types,
+    fields,
+    integer,
+    interpolate,
+    is_loopback,
+    nonempty,
+    opt_str,
+    parse_duration,
+    parse_size,
+    paths,
+    section,
+    string,
+    ws_url,
+)
 from server.protocol import Role
+from server.webhooks import WebhookConfig, parse_webhooks
 
 _MIB = 1024 * 1024
 _NO_FILE = "<no config file>"
-_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_REFERENCE = re.compile(
-    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
-    r"|(?P<bad>\{))"
-)
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE)
-_DURATION_UNITS: dict[str | None, float] = {"MS": 0.001, "S": 1, "M": 60, "H": 3600, None: 1}
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMG]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS: dict[str | None, float] = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
-               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, None: 1}
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-
-
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the file and the key."""
-
-
-# --- value parsers (raise ValueError "key: what is wrong") ------------------------------
-
-def _scaled(value: object, pattern: re.Pattern[str], units: Mapping[str | None, float]) -> float:
-    """A bare number, or a number and a unit from ``units``; NaN when it is neither."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and (match := pattern.fullmatch(value.strip())):
-        return float(match[1]) * units[match[2] and match[2].upper()]
-    return math.nan
-
-
-def parse_duration(value: object, key: str) -> float:
-    """Seconds from ``30s``, ``5m``, ``1h``, ``250ms``, ``1.5s`` or a bare number of seconds."""
-    seconds = _scaled(value, _DURATION, _DURATION_UNITS)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{key}: must be a non-negative duration such as 30s, 5m, 1h or 250ms,"
-                         f" or a number of seconds (got {value!r})")
-    return seconds
-
-
-def parse_size(value: object, key: str) -> int:
-    """A positive number of bytes from an integer or ``4MiB``, ``512KiB``, ``1MB``, ``100B``."""
-    size = _scaled(value, _SIZE, _SIZE_UNITS)
-    if not math.isfinite(size) or size < 1 or not size.is_integer():
-        raise ValueError(f"{key}: must be a positive whole number of bytes, or a size such as"
-                         f" 4MiB, 512KiB, 1MB or 100B (got {value!r})")
-    return int(size)
-
-
-def interpolate(text: str, environ: Mapping[str, str]) -> str:
-    """``text`` with ``${VAR}`` and ``${VAR:-default}`` replaced from ``environ``; ``$$`` is ``$``.
-
-    As in the shell, the default is used when the variable is unset or empty. An unset
-    variable without a default raises :class:`ValueError` naming the variable.
-    """
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["dollar"]:
-            return "$"
-        if match["bad"]:
-            raise ValueError("malformed ${...} reference (use ${NAME} or ${NAME:-default};"
-                             " write $$ for a literal $)")
-        name, default = match["name"], match["default"]
-        value = environ.get(name)
-        if default is not None and not value:
-            return default
-        if value is None:
-            raise ValueError(f"environment variable {name} is not set"
-                             f" (set it, or write ${{{name}:-default}})")
-        return value
-
-    return _REFERENCE.sub(substitute, text)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or an address in 127.0.0.0/8 or ``::1``."""
-    name = host.strip().removeprefix("[").removesuffix("]")
-    if name.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 # --- the configuration --------------------------------------------------------------------
@@ -163,6 +100,7 @@ class HubConfig:
 
     host: str = "127.0.0.1"
     port: int = 8494
+    http_port: int | None = 8495  # the HTTP API (http.md); None: off, 0: a free port
     data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path("axtui"))
     durability: str = "full"
     max_event_bytes: int = _MIB
@@ -234,6 +172,8 @@ class Config:
     client: ClientConfig = field(default_factory=ClientConfig)
     slack: SlackConfig | None = None
     tui: TuiConfig = field(default_factory=TuiConfig)
+    webhooks: Mapping[str, WebhookConfig] = field(default_factory=dict)  # http.md §6
+    cluster: ClusterConfig | None = None  # cluster.md: None is single-node mode
     source: Path | None = None
 
     @property
@@ -242,133 +182,30 @@ class Config:
         return not self.tokens
 
     def with_overrides(self, *, host: str | None = None, port: int | None = None,
-                       data_dir: Path | None = None) -> Config:
-        """A copy with command-line overrides applied, checked like the file was."""
+                       data_dir: Path | None = None, http_port: int | None = None,
+                       cluster: str | None = None) -> Config:
+        """A copy with command-line overrides applied, checked like the file was
+        (``cluster``: the Redis URL of ``--cluster``)."""
         changes: dict[str, Any] = {}
+        config = self
         try:
+            if cluster is not None:
+                config = replace(config, cluster=(
+                    replace(self.cluster, redis=redis_url(cluster, "--cluster"))
+                    if self.cluster is not None else parse_cluster(None, os.environ, cluster)))
             if host is not None:
-                changes["host"] = _nonempty(host, "hub.host")
+                changes["host"] = nonempty(host, "hub.host")
             if port is not None:
-                changes["port"] = _int(port, "hub.port", 0, 65535)
+                changes["port"] = integer(port, "hub.port", 0, 65535)
+            if http_port is not None:
+                changes["http_port"] = integer(http_port, "hub.http_port", 0, 65535)
             if data_dir is not None:
                 changes["data_dir"] = Path(data_dir).expanduser()
-            config = replace(self, hub=replace(self.hub, **changes))
+            config = replace(config, hub=replace(self.hub, **changes))
             _check_exposure(config)
         except ValueError as exc:
             raise ConfigError(f"{self.source or _NO_FILE}: {exc}") from None
         return config
-
-
-# --- checks, one per kind of value --------------------------------------------------------
-
-_Check = Callable[[object, str], Any]
-
-
-def _kind(value: object) -> str:
-    names = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
-             str: "a string", list: "a list", dict: "a mapping"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _section(raw: object, key: str, known: Collection[str] | None) -> dict[str, Any]:
-    """``raw`` as a mapping with string keys, all in ``known`` (any when None); null is {}."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{key or 'the top level'}: must be a mapping (got {_kind(raw)})")
-    for name in raw:
-        path = f"{key}.{name}" if key else str(name)
-        if not isinstance(name, str):
-            raise ValueError(f"{path}: keys must be strings (put it in quotes)")
-        if known is not None and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "known keys: " + ", ".join(known)
-            raise ValueError(f"{path}: unknown key ({hint})")
-    return raw
-
-
-def _fields(raw: object, key: str, checks: Mapping[str, _Check],
-            required: Collection[str] = ()) -> dict[str, Any]:
-    section = _section(raw, key, checks)
-    for name in required:
-        if section.get(name) is None:
-            raise ValueError(f"{key}.{name}: required")
-    return {name: checks[name](value, f"{key}.{name}") for name, value in section.items()}
-
-
-def _str(value: object, key: str) -> str:
-    if not isinstance(value, str):  # the type only: the value may be a secret
-        hint = "; put it in quotes" if isinstance(value, int | float) else ""
-        raise ValueError(f"{key}: must be a string (got {_kind(value)}{hint})")
-    return value
-
-
-def _nonempty(value: object, key: str) -> str:
-    if not _str(value, key).strip():
-        raise ValueError(f"{key}: must not be empty")
-    return str(value)
-
-
-def _opt_str(value: object, key: str) -> str | None:
-    return None if value is None or value == "" else _str(value, key)
-
-
-def _int(value: object, key: str, low: int, high: int) -> int:
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{key}: must be an integer between {low} and {high} (got {value!r})")
-    return value
-
-
-def _bool(value: object, key: str) -> bool:
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}: must be true or false (got {value!r})")
-    return value
-
-
-def _choice(*choices: str) -> _Check:
-    def check(value: object, key: str) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError(f"{key}: must be {' or '.join(choices)} (got {value!r})")
-        return value.lower()
-    return check
-
-
-def _ws_url(value: object, key: str) -> str:
-    if not _str(value, key).startswith(("ws://", "wss://")):
-        raise ValueError(f"{key}: must be a ws:// or wss:// URL (got {value!r})")
-    return str(value)
-
-
-def _command(value: object, key: str) -> tuple[str, ...]:
-    try:
-        words = shlex.split(value) if isinstance(value, str) else value
-    except ValueError as exc:
-        raise ValueError(f"{key}: cannot split the command ({exc})") from None
-    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
-        raise ValueError(f"{key}: must be a string or a list of strings")
-    if not words:
-        raise ValueError(f"{key}: must not be empty")
-    return tuple(words)
-
-
-def _event_types(value: object, key: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise ValueError(f"{key}: must be a non-empty list of event types (globs allowed)")
-    return tuple(_nonempty(item, f"{key}[{index}]") for index, item in enumerate(items))
-
-
-def _env(value: object, key: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for name, item in _section(value, key, None).items():
-        if not isinstance(item, str | int | float):
-            raise ValueError(f"{key}.{name}: must be a string or a number (got {_kind(item)})")
-        env[name] = str(item).lower() if isinstance(item, bool) else str(item)
-    return env
 
 
 def _sandbox(value: object, key: str) -> SandboxConfig | None:
@@ -377,52 +214,46 @@ def _sandbox(value: object, key: str) -> SandboxConfig | None:
     if not isinstance(value, dict):
         raise ValueError(f"{key}: must be none or a mapping such as {{network: false}}"
                          f" (got {value!r})")
-    return SandboxConfig(**_fields(value, key, {"network": _bool, "writable": _paths}))
-
-
-def _paths(value: object, key: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError(f"{key}: must be a list of paths")
-    return tuple(_nonempty(item, f"{key}[{index}]") for index, item in enumerate(items))
+    return SandboxConfig(**fields(value, key, {"network": boolean, "writable": paths}))
 
 
 def _role(value: object, key: str) -> Role:
     try:
-        return Role.parse(_str(value, key))
+        return Role.parse(string(value, key))
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
 
 
-_HUB: dict[str, _Check] = {
-    "host": _nonempty, "port": lambda v, k: _int(v, k, 0, 65535),
-    "data_dir": lambda v, k: Path(_nonempty(v, k)).expanduser(),
-    "durability": _choice("full", "normal"), "max_event_bytes": parse_size,
+_HUB: dict[str, Check] = {
+    "host": nonempty, "port": lambda v, k: integer(v, k, 0, 65535),
+    "http_port": lambda v, k: None if v is None else integer(v, k, 0, 65535),
+    "data_dir": lambda v, k: Path(nonempty(v, k)).expanduser(),
+    "durability": choice("full", "normal"), "max_event_bytes": parse_size,
     "max_lag_bytes": parse_size, "max_frame_bytes": parse_size,
     "initialize_timeout": parse_duration, "session_idle_close": parse_duration,
-    "query_timeout": parse_duration, "max_inflight": lambda v, k: _int(v, k, 1, 2**31 - 1),
-    "max_queue": lambda v, k: _int(v, k, 1, 2**31 - 1),
+    "query_timeout": parse_duration, "max_inflight": lambda v, k: integer(v, k, 1, 2**31 - 1),
+    "max_queue": lambda v, k: integer(v, k, 1, 2**31 - 1),
     "max_value_bytes": parse_size, "max_result_bytes": parse_size,
-    "max_open_sessions": lambda v, k: _int(v, k, 1, 2**31 - 1),
-    "max_connection_sessions": lambda v, k: _int(v, k, 1, 2**31 - 1),
-    "commit_budget": parse_duration, "agent_user": _opt_str,
-    "log_level": _choice("debug", "info", "warning", "error"),
+    "max_open_sessions": lambda v, k: integer(v, k, 1, 2**31 - 1),
+    "max_connection_sessions": lambda v, k: integer(v, k, 1, 2**31 - 1),
+    "commit_budget": parse_duration, "agent_user": opt_str,
+    "log_level": choice("debug", "info", "warning", "error"),
 }
-_TOKEN: dict[str, _Check] = {"name": _nonempty, "token": _nonempty, "role": _role}
-_AGENT: dict[str, _Check] = {
-    "description": _str, "command": _command, "protocol": _choice("acp"),
+_TOKEN: dict[str, Check] = {"name": nonempty, "token": nonempty, "role": _role}
+_AGENT: dict[str, Check] = {
+    "description": string, "command": command, "protocol": choice("acp"),
     "idle_timeout": parse_duration,
     "freeze_after": lambda v, k: None if v is None else parse_duration(v, k),
-    "turn_timeout": parse_duration, "wake_on": _event_types, "cwd": _opt_str, "env": _env,
-    "retry_interrupted": _bool,
-    "context": lambda v, k: _opt_str(_section(v, k, ("sql",)).get("sql"), f"{k}.sql"),
+    "turn_timeout": parse_duration, "wake_on": event_types, "cwd": opt_str, "env": env_vars,
+    "retry_interrupted": boolean,
+    "context": lambda v, k: opt_str(section(v, k, ("sql",)).get("sql"), f"{k}.sql"),
     "sandbox": _sandbox,
 }
-_CLIENT: dict[str, _Check] = {"server": _ws_url, "token": _opt_str}
-_SLACK: dict[str, _Check] = {"bot_token": _nonempty, "app_token": _nonempty,
-                             "agent": _opt_str, "api_url": _opt_str}
-_TUI: dict[str, _Check] = {"theme": _opt_str}
-_TOP = ("hub", "auth", "agents", "client", "slack", "tui")
+_CLIENT: dict[str, Check] = {"server": ws_url, "token": opt_str}
+_SLACK: dict[str, Check] = {"bot_token": nonempty, "app_token": nonempty,
+                             "agent": opt_str, "api_url": opt_str}
+_TUI: dict[str, Check] = {"theme": opt_str}
+_TOP = ("hub", "auth", "agents", "client", "slack", "tui", "webhooks", "cluster")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -443,13 +274,13 @@ def _interpolate_tree(node: object, key: str, environ: Mapping[str, str]) -> Any
 
 
 def _tokens(raw: object) -> tuple[TokenConfig, ...]:
-    items = _section(raw, "auth", ("tokens",)).get("tokens") or []
+    items = section(raw, "auth", ("tokens",)).get("tokens") or []
     if not isinstance(items, list):
         raise ValueError("auth.tokens: must be a list of {name, token, role}")
     tokens: list[TokenConfig] = []
     for index, item in enumerate(items):
         key = f"auth.tokens[{index}]"
-        token = TokenConfig(**_fields(item, key, _TOKEN, required=_TOKEN))
+        token = TokenConfig(**fields(item, key, _TOKEN, required=_TOKEN))
         for other_index, other in enumerate(tokens):
             if token.name == other.name:
                 raise ValueError(f"{key}.name: {token.name!r} is already used by"
@@ -463,10 +294,10 @@ def _tokens(raw: object) -> tuple[TokenConfig, ...]:
 
 def _agent(agent_id: str, raw: object) -> AgentConfig:
     key = f"agents.{agent_id}"
-    if not _AGENT_ID.fullmatch(agent_id):
+    if not AGENT_ID.fullmatch(agent_id):
         raise ValueError(f"{key}: bad agent id; use up to 64 letters, digits, '.', '_' or '-',"
                          " starting with a letter or digit")
-    values = _fields(raw, key, _AGENT, required=("command",))
+    values = fields(raw, key, _AGENT, required=("command",))
     if "context" in values:
         values["context_sql"] = values.pop("context")
     return AgentConfig(id=agent_id, **values)
@@ -482,6 +313,9 @@ def _hiding(source: Path | None, agents: dict[str, AgentConfig]) -> dict[str, Ag
 
 
 def _check_exposure(config: Config) -> None:
+    if config.cluster is not None and config.local_mode:
+        raise ValueError("cluster: needs auth.tokens (every replica has its own data dir, so"
+                         " local mode's secret would differ from one replica to the next)")
     host = config.hub.host
     if config.local_mode and not is_loopback(host):
         raise ValueError(f"hub.host: {host} is not a loopback address; without auth.tokens the"
@@ -489,18 +323,20 @@ def _check_exposure(config: Config) -> None:
 
 
 def _build(data: object, source: Path | None, environ: Mapping[str, str]) -> Config:
-    top = _interpolate_tree(_section(data, "", _TOP), "", environ)
-    agents = _section(top.get("agents"), "agents", None)
+    top = _interpolate_tree(section(data, "", _TOP), "", environ)
+    agents = section(top.get("agents"), "agents", None)
     slack = top.get("slack")
     config = Config(
-        hub=HubConfig(**_fields(top.get("hub"), "hub", _HUB)),
+        hub=HubConfig(**fields(top.get("hub"), "hub", _HUB)),
         tokens=(tokens := _tokens(top.get("auth"))),
-        agents=_hiding(source, {aid: _agent(aid, spec) for aid, spec in agents.items()}
-                       or bundled_agents(None if tokens else environ)),
-        client=ClientConfig(**_fields(top.get("client"), "client", _CLIENT)),
+        agents=(known := _hiding(source, {aid: _agent(aid, spec) for aid, spec in agents.items()}
+                                 or bundled_agents(None if tokens else environ))),
+        client=ClientConfig(**fields(top.get("client"), "client", _CLIENT)),
         slack=None if slack is None else SlackConfig(
-            **_fields(slack, "slack", _SLACK, required=("bot_token", "app_token"))),
-        tui=TuiConfig(**_fields(top.get("tui"), "tui", _TUI)),
+            **fields(slack, "slack", _SLACK, required=("bot_token", "app_token"))),
+        tui=TuiConfig(**fields(top.get("tui"), "tui", _TUI)),
+        webhooks=parse_webhooks(top.get("webhooks"), local_mode=not tokens, agents=known),
+        cluster=parse_cluster(top.get("cluster"), environ),
         source=source,
     )
     _check_exposure(config)

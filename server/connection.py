@@ -15,25 +15,21 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from dataclasses import replace
-from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from server.auth import Principal
+from server.caller import Caller
 from server.metrics import Metrics
 from server.protocol import CloseCode
-from server.sessions import PAGE_BYTES, Subscription
-from server.sources import Source
-from server.tasks import TaskSet
+from server.sessions import PAGE_BYTES, rpc_page
 
 log = logging.getLogger("axtui.connection")
 
 CLOSE_GRACE = 10.0  # seconds a cut-off client gets to read what is pending
 WRITE_AHEAD = 64 * 1024  # bytes written into a socket's buffer before waiting for it
-ON_BEHALF_CACHE = 256  # encoded sources kept per connection for onBehalfOf names
 
 
 _last_framed: tuple[bytes, bytes] = (b"", b"\x81\x00")
@@ -62,27 +58,23 @@ def text_frame(payload: bytes) -> bytes:
     return framed
 
 
-class ClientConnection:
+class ClientConnection(Caller):
     """A websocket client of the hub (a :class:`server.sessions.Sink`)."""
+
+    encode_page = staticmethod(rpc_page)
 
     def __init__(
         self, ws: ServerConnection, metrics: Metrics, max_lag_bytes: int,
         principal: Principal | None,
     ) -> None:
+        super().__init__(principal, log)  # set by a Bearer header, or by initialize
         self.ws = ws
         self.metrics = metrics
         self.max_lag_bytes = max_lag_bytes
-        self.principal = principal  # set by a Bearer header, or by initialize
         self.initialized = False
-        self.client_name = ""
-        self.client_kind = "unknown"
         self.auth_failures = 0
-        self.subscriptions: dict[str, Subscription] = {}
-        self.tasks = TaskSet(log, "a client connection")
-        # Requests answered from a future, with no task (a publish to an open session: see
-        # server.methods): with ``tasks``, what counts against ``hub.max_inflight`` and
-        # what the hub's stop() waits for.
-        self.publishes: set[asyncio.Future[Any]] = set()
+        # A replica's connection (cluster mode): a caller for each client behind it.
+        self.origins: dict[tuple[str, ...], Caller] = {}
         self.closing = False
         self._frames: deque[bytes] = deque()
         self._pending = 0
@@ -92,34 +84,6 @@ class ClientConnection:
         self._room.set()
         self._empty = asyncio.Event()
         self._empty.set()
-        self._source_json: tuple[Principal | None, str, bytes] | None = None
-        self._on_behalf_json: dict[str, bytes] = {}
-
-    @property
-    def source(self) -> Source:
-        """The ``source`` of events this client publishes."""
-        assert self.principal is not None
-        return Source(self.principal.kind, self.principal.name, self.client_kind)
-
-    def source_json(self, on_behalf_of: str | None = None) -> bytes:
-        """The encoded ``source`` of this client's events, or of those it publishes on
-        behalf of the person ``on_behalf_of`` (a bridge); encoded once, not per publish."""
-        cached = self._source_json
-        if cached is None or cached[0] is not self.principal or cached[1] != self.client_kind:
-            self._on_behalf_json.clear()
-            cached = self._source_json = (
-                self.principal, self.client_kind, self.source.to_json()
-            )
-        if on_behalf_of is None:
-            return cached[2]
-        encoded = self._on_behalf_json.get(on_behalf_of)
-        if encoded is None:
-            if len(self._on_behalf_json) >= ON_BEHALF_CACHE:
-                self._on_behalf_json.clear()  # a bridge for many people: start over
-            source = self.source
-            encoded = replace(source, name=on_behalf_of, principal=source.name).to_json()
-            self._on_behalf_json[on_behalf_of] = encoded
-        return encoded
 
     # --- the outbox ------------------------------------------------------------------------
 

@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__, protocol
-from server.auth import Authenticator, check_agent_scope
+from server.auth import Authenticator, Principal, check_agent_scope
+from server.caller import Caller
+from server.clustererrors import OwnedElsewhere
 from server.connection import ClientConnection
+from server.forward import ClusterRoute, Forwarded
 from server.methods import METHODS, AfterReply, Encoder, HubContext
 from server.metrics import Metrics
 from server.protocol import (
     CloseCode,
+    Forbidden,
     InternalError,
     InvalidParams,
     InvalidRequest,
@@ -31,11 +35,20 @@ from server.protocol import (
     Overloaded,
     Params,
     ProtocolError,
+    Role,
 )
 from server.redact import hide_paths
 from server.requests import RejectedFrame, Request, check_role, parse_request
 
 log = logging.getLogger("axtui.hub")
+
+FORWARD = "cluster/forward"  # a request forwarded by another replica (server.forward)
+# The methods that act on one session, run by its owner in cluster mode.
+ROUTED = frozenset({
+    "session/delete", "session/publish", "session/history", "session/cancel",
+    "session/suspend", "session/fork", "state/query", "state/exec",
+})
+MAX_ORIGINS = 4096  # callers kept per peer connection for the clients behind it
 
 MAX_AUTH_FAILURES = 3
 
@@ -53,6 +66,7 @@ class Dispatcher:
         self.metrics = metrics
         self.max_inflight = max_inflight  # requests under way on one connection
         self.stopping = False  # set when the hub stops: new requests are refused
+        self.cluster: ClusterRoute | None = None  # cluster mode: see server.forward
 
     def on_message(self, conn: ClientConnection, message: str | bytes) -> None:
         """Parse one frame and dispatch it; never raises."""
@@ -76,21 +90,14 @@ class Dispatcher:
         if name == "initialize":
             self._initialize(conn, request.id, Params(request.params))
             return
+        if name == FORWARD and conn.initialized and self.cluster is not None:
+            self._forwarded(conn, request)
+            return
         if not conn.initialized:
             self._not_authenticated(conn, request.id)
             return
-        principal = conn.principal
-        assert principal is not None
-        check_role(principal, name)
-        if principal.session is not None:
-            check_agent_scope(principal, name, request.params)
-        if self.stopping:
-            raise Overloaded("the hub is shutting down; reconnect in a moment")
-        if len(conn.tasks) + len(conn.publishes) >= self.max_inflight:
-            self.metrics.overloaded += 1
-            raise Overloaded("too many requests under way on this connection")
+        outcome = self.start(conn, name, request.params)  # checks the method exists first
         method = METHODS[name]
-        outcome = method.handler(self.context, conn, Params(request.params))
         if isinstance(outcome, asyncio.Future):
             conn.publishes.add(outcome)
             outcome.add_done_callback(
@@ -98,6 +105,68 @@ class Dispatcher:
             )
         else:
             conn.tasks.spawn(self._run(conn, request.id, name, method.encode, outcome), name=name)
+
+    def check(self, caller: Caller, name: str, params: Any) -> None:
+        """Refuse ``caller``'s request of method ``name`` if its role or (for an agent) its
+        scope does not allow it, the hub is stopping, or too many of its requests are under
+        way. Both transports check every request here."""
+        principal = caller.principal
+        assert principal is not None
+        check_role(principal, name)
+        if principal.session is not None:
+            check_agent_scope(principal, name, params)
+        if self.stopping:
+            raise Overloaded("the hub is shutting down; reconnect in a moment")
+        if len(caller.tasks) + len(caller.publishes) >= self.max_inflight:
+            self.metrics.overloaded += 1
+            raise Overloaded("too many requests under way on this connection")
+
+    def start(self, caller: Caller, name: str, params: Any) -> Awaitable[Any]:
+        """:meth:`check` the request and start its handler: a coroutine or a future of the
+        result (see :mod:`server.methods`)."""
+        self.check(caller, name, params)
+        cluster = self.cluster
+        if cluster is None or name not in ROUTED:
+            return METHODS[name].handler(self.context, caller, Params(params))
+        sid = params.get("sessionId") if isinstance(params, dict) else None
+        node = cluster.ownership.remote_owner(sid) if isinstance(sid, str) else None
+        if node is not None and not caller.forwarded:
+            assert isinstance(sid, str)
+            return cluster.forwarder.forward(node, sid, caller, name, params)
+        return self._or_forward(caller, name, params)
+
+    async def _or_forward(self, caller: Caller, name: str, params: Any) -> Any:
+        """Run the method here, or where its session is owned (cluster mode)."""
+        assert self.cluster is not None
+        outcome = METHODS[name].handler(self.context, caller, Params(params))
+        try:
+            # A commit's future is shared with the session's writer: never cancel it.
+            return await (asyncio.shield(outcome) if isinstance(outcome, asyncio.Future)
+                          else outcome)
+        except OwnedElsewhere as moved:
+            if caller.forwarded:  # at most one hop: the owner changed meanwhile
+                raise Overloaded(f"session {moved.session_id} moved to another replica;"
+                                 " try again", {"sessionId": moved.session_id}) from None
+            return await self.cluster.forwarder.forward(moved.node, moved.session_id, caller,
+                                                        name, params)
+
+    def error_for(self, name: str, exc: BaseException) -> ProtocolError:
+        """What a client is told of ``exc``, raised by method ``name``: an unexpected one is
+        logged and becomes an internal error, bad params are logged in one line (the
+        client's mistake: no traceback); the data dir's paths are hidden (the log has them,
+        the client gets the session)."""
+        self.metrics.errors += 1
+        if not isinstance(exc, ProtocolError):
+            log.error("%s failed", name, exc_info=exc)
+            exc = InternalError(f"{name} failed: {exc}")
+        elif isinstance(exc, InvalidParams):
+            log.info("%s refused: %.300s", name, exc.message)
+        if self.data_dir is not None:
+            exc.message = hide_paths(exc.message, self.data_dir)
+            if isinstance(exc.data, dict):
+                exc.data = {k: hide_paths(v, self.data_dir) if isinstance(v, str) else v
+                            for k, v in exc.data.items()}
+        return exc
 
     async def _run(
         self, conn: ClientConnection, request_id: Any, name: str, encode: Encoder,
@@ -125,7 +194,9 @@ class Dispatcher:
             self._failed(conn, request_id, name, exc)
 
     def _reply(self, conn: ClientConnection, request_id: Any, encode: Encoder, result: Any) -> None:
-        if isinstance(result, AfterReply):
+        if isinstance(result, Forwarded):  # the owner's answer, already in its JSON shape
+            conn.send(protocol.response_frame(request_id, result.value))
+        elif isinstance(result, AfterReply):
             conn.send(encode(request_id, result.result))
             result.then()
         else:
@@ -134,23 +205,43 @@ class Dispatcher:
     def _failed(
         self, conn: ClientConnection, request_id: Any, name: str, exc: BaseException
     ) -> None:
-        """Answer with ``exc``; an unexpected one is logged and becomes an internal error,
-        bad params are logged in one line (the client's mistake: no traceback)."""
-        if not isinstance(exc, ProtocolError):
-            log.error("%s failed", name, exc_info=exc)
-            exc = InternalError(f"{name} failed: {exc}")
-        elif isinstance(exc, InvalidParams):
-            log.info("%s refused: %.300s", name, exc.message)
-        self._error(conn, request_id, exc)
+        """Answer with ``exc`` (see :meth:`error_for`)."""
+        conn.send(protocol.error_frame(request_id, self.error_for(name, exc)))
 
     def _error(self, conn: ClientConnection, request_id: Any, exc: ProtocolError) -> None:
-        self.metrics.errors += 1
-        if self.data_dir is not None:  # the log has the paths; a client gets the session
-            exc.message = hide_paths(exc.message, self.data_dir)
-            if isinstance(exc.data, dict):
-                exc.data = {k: hide_paths(v, self.data_dir) if isinstance(v, str) else v
-                            for k, v in exc.data.items()}
-        conn.send(protocol.error_frame(request_id, exc))
+        conn.send(protocol.error_frame(request_id, self.error_for("", exc)))
+
+    # --- cluster mode: a request another replica forwarded ------------------------------
+
+    def _forwarded(self, conn: ClientConnection, request: Request) -> None:
+        """Run a request another replica forwarded (``cluster/forward``) as the client that
+        sent it there, and answer the result in its JSON shape."""
+        if conn.principal is None or conn.principal.kind != "cluster":
+            raise Forbidden(f"{FORWARD} is for the replicas of a cluster")
+        p = Params(request.params)
+        name = p.string("method")
+        if name not in ROUTED:
+            raise InvalidParams(f"{name} is not forwarded", {"param": "method"})
+        who, client = p.mapping("principal"), p.mapping("client")
+        key = (str(who.get("name")), str(who.get("role")), str(who.get("kind")),
+               str(client.get("kind")), str(client.get("name")))
+        origin = conn.origins.get(key)
+        if origin is None:
+            if len(conn.origins) >= MAX_ORIGINS:
+                conn.origins.clear()
+            try:
+                role = Role.parse(key[1])
+            except ValueError:
+                raise InvalidParams("principal.role is not a role",
+                                    {"param": "principal"}) from None
+            origin = conn.origins[key] = Caller(Principal(key[0], role, key[2]), log,
+                                                key[3], key[4])
+            origin.forwarded = True
+        outcome = self.start(origin, name, p.get("params"))
+        shape = METHODS[name].shape
+        conn.tasks.spawn(self._run(conn, request.id, name,
+                                   lambda rid, result: protocol.response_frame(rid, shape(result)),
+                                   outcome), name=f"forwarded {name}")
 
     # --- the handshake ---------------------------------------------------------------------
 

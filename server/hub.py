@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -26,12 +26,17 @@ from server.connection import ClientConnection
 from server.dispatch import Dispatcher
 from server.local_secret import advertise, ensure_secret, withdraw
 from server.metrics import Metrics
-from server.protocol import CloseCode, Role
+from server.probes import METRICS_TYPE, health, metrics_answer
+from server.protocol import CloseCode
 from server.redact import protect_logs
 from server.registry import SessionRegistry
 from server.sandbox import announce, serve_agent_socket
 from server.supervisor import Supervisor
 from server.watch import WatchBroadcaster
+
+if TYPE_CHECKING:
+    from server.cluster import Cluster
+    from server.httpapi import HttpApi
 
 log = logging.getLogger("axtui.hub")
 
@@ -50,6 +55,8 @@ class Hub:
         auth: Authenticator,
         watch: WatchBroadcaster,
         dispatcher: Dispatcher,
+        http: HttpApi | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -59,6 +66,8 @@ class Hub:
         self.auth = auth
         self.watch = watch
         self.dispatcher = dispatcher
+        self.http = http  # the HTTP API (http.md), when hub.http_port is set
+        self.cluster = cluster  # cluster mode (cluster.md), when cluster: is configured
         self.connections: set[ClientConnection] = set()
         self._server: Server | None = None
         self._agent_server: Server | None = None  # unix socket: agents without network
@@ -87,7 +96,12 @@ class Hub:
 
     async def start(self) -> None:
         """Open the catalog (taking the data-dir lock) and start listening."""
-        protect_logs(t.token for t in self.config.tokens)  # websockets logs headers at DEBUG
+        cluster = self.config.cluster
+        protect_logs([*(t.token for t in self.config.tokens),  # websockets logs headers
+                      *(h.secret for h in self.config.webhooks.values()),  # at DEBUG
+                      *((cluster.secret,) if cluster is not None else ())])
+        if self.cluster is not None:
+            await self.cluster.check()  # before anything: a replica without Redis exits 2
         await self.catalog.open()
         self.sessions.start()
         hub = self.config.hub
@@ -99,7 +113,12 @@ class Hub:
             if self.auth.local_mode:  # before listening: nobody gets in without it
                 self.auth.use_local_secret(ensure_secret(hub.data_dir))
             self._server = await serve(self._handle, hub.host, hub.port, **options)
+            if self.http is not None:
+                await self.http.start()
         except BaseException:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
             await self.sessions.close_all()
             await self.catalog.close()
             raise
@@ -111,7 +130,11 @@ class Hub:
         await asyncio.to_thread(announce, self.config.agents.values())
         log.info("axtui hub listening on %s (data dir %s, %s mode)", self.url, hub.data_dir,
                  "local" if self.auth.local_mode else "token")
-        self._recovery = asyncio.create_task(self.supervisor.recover(), name="agent recovery")
+        if self.cluster is not None:  # a session's owner recovers it when it takes it over
+            self.cluster.start(self.url)
+        else:
+            self._recovery = asyncio.create_task(self.supervisor.recover(),
+                                                 name="agent recovery")
 
     async def stop(self) -> None:
         """Shut down: finish requests under way, close clients with 1001, flush, close."""
@@ -123,6 +146,8 @@ class Hub:
         if pending:
             await asyncio.wait(pending, timeout=5)
         await asyncio.gather(*(c.wait_sent() for c in self.connections))
+        if self.http is not None:
+            await self.http.stop()
         for server in (self._server, self._agent_server):
             if server is not None:
                 server.close(close_connections=True)
@@ -133,6 +158,8 @@ class Hub:
             await self._recovery
         await self.supervisor.close()
         await self.sessions.close_all()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.catalog.close()
         log.info("axtui hub stopped")
 
@@ -141,7 +168,7 @@ class Hub:
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            return ws.respond(HTTPStatus.OK, self._health())
+            return ws.respond(*health(self.metrics))
         if path == "/metrics":
             return self._metrics(ws, request)
         if path != "/ws":
@@ -151,30 +178,13 @@ class Hub:
             return _unauthorized()
         return None
 
-    def _health(self) -> str:
-        """``ok``, and on a second line the session files set aside, if any: the hub
-        serves every other session, so it is healthy, but an operator should look."""
-        quarantined = self.metrics.quarantined_files
-        if not quarantined:
-            return "ok\n"
-        return (f"ok\n{quarantined} session file{'s' if quarantined != 1 else ''} set aside"
-                " in the data dir's quarantine folder: see hub.log\n")
-
     def _metrics(self, ws: ServerConnection, request: Request) -> Response:
-        """The metrics: open in local mode (loopback only); in token mode only for an admin
-        token as ``Bearer``, since they tell anyone how busy the hub is and with what."""
-        if not self.auth.local_mode:
-            header = request.headers.get("Authorization")
-            principal = self.auth.principal_for_header(header) if header else None
-            if principal is None:
-                return _unauthorized("an admin token is needed for /metrics:"
-                                     " send it as Authorization: Bearer <token>\n")
-            if principal.role < Role.ADMIN or principal.kind != "client":
-                return ws.respond(HTTPStatus.FORBIDDEN,
-                                  f"/metrics needs an admin token; {principal.name} is"
-                                  f" {principal.role.label}\n")
-        response = ws.respond(HTTPStatus.OK, self.metrics.render())
-        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        status, text = metrics_answer(self.auth, self.metrics, request.headers.get("Authorization"))
+        if status is HTTPStatus.UNAUTHORIZED:
+            return _unauthorized(text)
+        response = ws.respond(status, text)
+        if status is HTTPStatus.OK:
+            response.headers["Content-Type"] = METRICS_TYPE
         return response
 
     # --- connections -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from server.config import is_loopback
+from server.configvalues import is_loopback
 
 TOKEN_FILE = "local-token"
 URL_FILE = "local-url"

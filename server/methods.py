@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from server import protocol
+from server.caller import Caller
 from server.config import AgentConfig
 from server.connection import ClientConnection
 from server.protocol import (
@@ -37,9 +38,9 @@ from server.protocol import (
     TooLarge,
 )
 from server.registry import SessionRegistry
-from server.sessiondb import CommitResult, PendingEvent
-from server.sessions import Session, Subscription
+from server.sessions import Session, Sink, Subscription
 from server.watch import WatchBroadcaster
+from server.writes import CommitResult, PendingEvent
 
 
 class AgentControl(Protocol):
@@ -63,7 +64,7 @@ class HubContext:
     max_event_bytes: int  # hub.max_event_bytes
     # Writes of a connection to a session waiting for it to open, in the order they came
     # (see submit): while an entry exists, later writes of that connection queue behind it.
-    waiting: dict[tuple[ClientConnection, str], deque[PendingEvent]] = field(
+    waiting: dict[tuple[Caller, str], deque[PendingEvent]] = field(
         default_factory=dict)
 
 
@@ -75,38 +76,49 @@ class AfterReply:
     then: Callable[[], None]
 
 
-Handler = Callable[[HubContext, ClientConnection, Params], Awaitable[Any]]
+Handler = Callable[[HubContext, Caller, Params], Awaitable[Any]]
 Encoder = Callable[[Any, Any], bytes]  # (request id, result) -> the response frame
+Shape = Callable[[Any], Any]  # result -> the JSON value answered (an HTTP response's body)
 H = TypeVar("H", bound=Handler)
+
+
+def _as_is(result: Any) -> Any:
+    return result
 
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A registered method: its handler, and how its result becomes the response frame."""
+    """A registered method: its handler, the JSON value its result stands for (``shape``),
+    and how its result becomes the response frame (``encode``, a websocket fast path)."""
 
     handler: Handler
     encode: Encoder = protocol.response_frame
+    shape: Shape = _as_is
 
 
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str, encode: Encoder = protocol.response_frame) -> Callable[[H], H]:
-    """Register a handler under its JSON-RPC method name."""
+def method(name: str, encode: Encoder | None = None, shape: Shape = _as_is) -> Callable[[H], H]:
+    """Register a handler under its JSON-RPC method name; by default its response frame
+    carries ``shape(result)``."""
     def register(fn: H) -> H:
-        METHODS[name] = Method(fn, encode)
+        frame = encode or (protocol.response_frame if shape is _as_is
+                           else lambda request_id, result: protocol.response_frame(
+                               request_id, shape(result)))
+        METHODS[name] = Method(fn, frame, shape)
         return fn
     return register
 
 
 @method("ping")
-async def ping(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def ping(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Liveness check."""
     return {}
 
 
 @method("agents/list")
-async def agents_list(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def agents_list(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """The configured agents."""
     return {"agents": [
         {"id": a.id, "description": a.description, "protocol": a.protocol}
@@ -115,7 +127,7 @@ async def agents_list(ctx: HubContext, conn: ClientConnection, p: Params) -> Any
 
 
 @method("session/create")
-async def session_create(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_create(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Create a session (``session.created`` is its seq 1)."""
     sid = p.session_id() if p.get("sessionId") is not None else None
     metadata = p.mapping("metadata", {})
@@ -128,13 +140,13 @@ async def session_create(ctx: HubContext, conn: ClientConnection, p: Params) -> 
 
 
 @method("session/get")
-async def session_get(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_get(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """A session's description."""
     return {"session": (await ctx.sessions.info(p.session_id())).to_json()}
 
 
 @method("session/list")
-async def session_list(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_list(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Sessions, most recently updated first, with cursor paging."""
     infos, cursor = await ctx.sessions.list(
         p.integer("limit", 100, lo=1, hi=1000), p.string("cursor", None), p.string("agent", None)
@@ -146,21 +158,35 @@ async def session_list(ctx: HubContext, conn: ClientConnection, p: Params) -> An
 
 
 @method("session/delete")
-async def session_delete(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_delete(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Delete a session and its file."""
     await ctx.sessions.delete(p.session_id())
     return {}
 
 
 @method("session/subscribe")
-async def session_subscribe(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_subscribe(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Backlog after ``afterSeq``, then live events; see "Subscribe and resume"."""
-    sid = p.session_id()
-    after = p.integer("afterSeq", 0, lo=0)
-    epoch = p.string("epoch", None)
-    check_subscription_room(ctx, conn, sid)
-    session = await ctx.sessions.get(sid)
-    check_subscription_room(ctx, conn, sid)  # others may have been added meanwhile
+    assert isinstance(conn, ClientConnection)  # the websocket: its connection is the sink
+    sub = await subscribe(ctx, conn, conn, p.session_id(), p.integer("afterSeq", 0, lo=0),
+                          p.string("epoch", None))
+    info = sub.session.info
+    return AfterReply({"sessionId": info.session_id, "epoch": info.epoch,
+                       "headSeq": info.head_seq}, sub.start)
+
+
+async def subscribe(
+    ctx: HubContext, caller: Caller, sink: Sink, sid: str, after: int, epoch: str | None,
+) -> Subscription:
+    """Check a subscription to ``sid`` after seq ``after`` (of ``epoch``, if given) and make
+    it, replacing ``caller``'s earlier one to that session; ``start()`` it to send.
+
+    Raises -32010 for another epoch or a cursor ahead of the head, -32029 when ``caller``
+    has too many subscriptions (:func:`check_subscription_room`).
+    """
+    check_subscription_room(ctx, caller, sid)
+    session = await ctx.sessions.feed(sid)
+    check_subscription_room(ctx, caller, sid)  # others may have been added meanwhile
     info = session.info
     if epoch is not None and epoch != info.epoch:
         raise CannotResume(
@@ -173,16 +199,15 @@ async def session_subscribe(ctx: HubContext, conn: ClientConnection, p: Params) 
             f"afterSeq {after} is ahead of the head of session {sid} ({info.head_seq})",
             {"epoch": info.epoch, "headSeq": info.head_seq},
         )
-    old = conn.subscriptions.pop(sid, None)
+    old = caller.subscriptions.pop(sid, None)
     if old is not None:
         old.stop()
-    sub = Subscription(session, conn, after)
-    conn.subscriptions[sid] = sub
-    return AfterReply({"sessionId": sid, "epoch": info.epoch, "headSeq": info.head_seq},
-                      sub.start)
+    sub = Subscription(session, sink, after)
+    caller.subscriptions[sid] = sub
+    return sub
 
 
-def check_subscription_room(ctx: HubContext, conn: ClientConnection, sid: str) -> None:
+def check_subscription_room(ctx: HubContext, conn: Caller, sid: str) -> None:
     """-32029 when ``conn`` is subscribed to ``hub.max_connection_sessions`` other sessions:
     a subscribed session is never closed, so this bounds the files one connection pins."""
     limit = ctx.sessions.config.max_connection_sessions
@@ -193,7 +218,7 @@ def check_subscription_room(ctx: HubContext, conn: ClientConnection, sid: str) -
 
 
 @method("session/unsubscribe")
-async def session_unsubscribe(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_unsubscribe(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Stop a subscription (a no-op if there is none)."""
     sid = p.session_id()
     sub = conn.subscriptions.pop(sid, None)
@@ -208,6 +233,19 @@ MAX_HISTORY_TYPES = 100  # patterns in one session/history request
 MAX_TYPE_PATTERN_LEN = 128  # a type is at most 64 characters; a pattern may add stars
 
 
+def type_patterns(p: Params) -> list[str] | None:
+    """The ``types`` param: ``None``, or a list of type patterns (checked)."""
+    types = p.get("types")
+    if types is not None and (
+        not isinstance(types, list) or len(types) > MAX_HISTORY_TYPES
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TYPE_PATTERN_LEN for t in types)
+    ):
+        raise InvalidParams(
+            f"types must be a list of at most {MAX_HISTORY_TYPES} patterns, each a string of 1"
+            f" to {MAX_TYPE_PATTERN_LEN} characters", {"param": "types"})
+    return types
+
+
 def check_event_size(ctx: HubContext, *parts: bytes | None) -> None:
     """Refuse event data over ``hub.max_event_bytes``."""
     size = sum(len(x) for x in parts if x)
@@ -220,7 +258,7 @@ def check_event_size(ctx: HubContext, *parts: bytes | None) -> None:
 
 
 def submit(
-    ctx: HubContext, conn: ClientConnection, sid: str, item: PendingEvent
+    ctx: HubContext, conn: Caller, sid: str, item: PendingEvent
 ) -> asyncio.Future[CommitResult]:
     """Submit ``conn``'s write to session ``sid`` and return its commit's future.
 
@@ -245,7 +283,7 @@ def submit(
     return item.future
 
 
-async def _open_and_submit(ctx: HubContext, key: tuple[ClientConnection, str]) -> None:
+async def _open_and_submit(ctx: HubContext, key: tuple[Caller, str]) -> None:
     """Open the session, then submit the writes waiting for it, in order, with no await
     between (so no later write can get ahead of them)."""
     try:
@@ -276,7 +314,7 @@ def _fail_all(items: Iterable[PendingEvent], error: BaseException) -> None:
             item.future.cancel()
 
 
-def build_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> tuple[str, PendingEvent]:
+def build_publish(ctx: HubContext, conn: Caller, p: Params) -> tuple[str, PendingEvent]:
     """Check a ``session/publish`` and make its event, with no I/O and no await: the
     session id and the :class:`PendingEvent` to submit. Raises what the client got wrong."""
     sid = p.session_id()
@@ -306,8 +344,13 @@ def publish_response(request_id: Any, result: CommitResult) -> bytes:
     return protocol.publish_response_frame(request_id, result.seq, result.ts, result.duplicate)
 
 
-@method("session/publish", publish_response)
-def session_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> Awaitable[CommitResult]:
+def published(result: CommitResult) -> dict[str, Any]:
+    """What a ``session/publish`` answers (the same as :func:`publish_response` frames)."""
+    return {"seq": result.seq, "ts": result.ts, "duplicate": result.duplicate}
+
+
+@method("session/publish", publish_response, published)
+def session_publish(ctx: HubContext, conn: Caller, p: Params) -> Awaitable[CommitResult]:
     """Append a client event; the response comes after the durable commit.
 
     Not a coroutine: the event is built and, when its session is open, submitted before
@@ -318,20 +361,13 @@ def session_publish(ctx: HubContext, conn: ClientConnection, p: Params) -> Await
 
 
 @method("session/history")
-async def session_history(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_history(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """A window of stored events, always ascending."""
     sid = p.session_id()
     after = p.integer("afterSeq", None, lo=0)
     before = p.integer("beforeSeq", None, lo=0)
     limit = p.integer("limit", 200, lo=1, hi=5000)
-    types = p.get("types")
-    if types is not None and (
-        not isinstance(types, list) or len(types) > MAX_HISTORY_TYPES
-        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TYPE_PATTERN_LEN for t in types)
-    ):
-        raise InvalidParams(
-            f"types must be a list of at most {MAX_HISTORY_TYPES} patterns, each a string of 1"
-            f" to {MAX_TYPE_PATTERN_LEN} characters", {"param": "types"})
+    types = type_patterns(p)
     if after is None and before is None:
         after = 0
     session = await ctx.sessions.get(sid)
@@ -340,21 +376,21 @@ async def session_history(ctx: HubContext, conn: ClientConnection, p: Params) ->
 
 
 @method("session/cancel")
-async def session_cancel(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_cancel(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Cancel the session's running turn and its open permission requests, if any."""
     await ctx.agent_control.cancel(await ctx.sessions.get(p.session_id()))
     return {}
 
 
 @method("session/suspend")
-async def session_suspend(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_suspend(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Stop the session's agent process now (-32009 while a turn runs)."""
     await ctx.agent_control.suspend(await ctx.sessions.get(p.session_id()))
     return {}
 
 
 @method("session/fork")
-async def session_fork(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_fork(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """A new session with the events up to ``atSeq`` and the state they built."""
     new_id = p.session_id("newSessionId") if p.get("newSessionId") is not None else None
     info = await ctx.sessions.fork(
@@ -365,7 +401,7 @@ async def session_fork(ctx: HubContext, conn: ClientConnection, p: Params) -> An
 
 
 @method("session/import")
-async def session_import(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def session_import(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """A new session (new epoch) from recorded events, e.g. an ``axtui export`` file."""
     new_id = p.session_id("newSessionId") if p.get("newSessionId") is not None else None
     events = p.get("events")
@@ -386,14 +422,15 @@ async def session_import(ctx: HubContext, conn: ClientConnection, p: Params) -> 
 
 
 @method("sessions/watch")
-async def sessions_watch(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def sessions_watch(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Send ``session/updated`` notifications to this connection from now on."""
+    assert isinstance(conn, ClientConnection)  # a websocket's: HTTP has no such stream
     ctx.watch.watch(conn)
     return {}
 
 
 @method("state/query")
-async def state_query(ctx: HubContext, conn: ClientConnection, p: Params) -> Any:
+async def state_query(ctx: HubContext, conn: Caller, p: Params) -> Any:
     """Run read-only SQL on the session's state."""
     sid = p.session_id()
     sql = p.string("sql")
@@ -404,13 +441,13 @@ async def state_query(ctx: HubContext, conn: ClientConnection, p: Params) -> Any
     return {"columns": columns, "rows": Fragment(rows), "truncated": truncated}
 
 
-def state_exec_response(request_id: Any, result: CommitResult) -> bytes:
-    """The response to a ``state/exec`` once its ``state.changed`` event is committed."""
-    return protocol.response_frame(request_id, {"seq": result.seq, "changes": result.changes})
+def state_executed(result: CommitResult) -> dict[str, Any]:
+    """What a ``state/exec`` answers once its ``state.changed`` event is committed."""
+    return {"seq": result.seq, "changes": result.changes}
 
 
-@method("state/exec", state_exec_response)
-def state_exec(ctx: HubContext, conn: ClientConnection, p: Params) -> Awaitable[CommitResult]:
+@method("state/exec", shape=state_executed)
+def state_exec(ctx: HubContext, conn: Caller, p: Params) -> Awaitable[CommitResult]:
     """Run statements atomically; recorded as one ``state.changed`` event.
 
     Not a coroutine, like ``session/publish``: a connection's publishes and state changes

@@ -15,6 +15,13 @@ class Metrics:
     """Plain counters updated in place on the hot paths (no locks: one event loop)."""
 
     connections: int = 0
+    sse_streams: int = 0
+    cluster_owned: int = 0
+    cluster_forwarded: int = 0
+    cluster_takeovers: int = 0
+    cluster_store_errors: int = 0
+    store_reachable: bool = True  # cluster mode: whether Redis answered the last call
+    http_requests: int = 0
     sessions_open: int = 0
     events_appended: int = 0
     deliveries: int = 0
@@ -51,6 +58,10 @@ class Metrics:
             lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"))
 
         metric("axtui_connections", "gauge", "Open client connections.", self.connections)
+        metric("axtui_sse_streams", "gauge", "Open Server-Sent Events streams.",
+               self.sse_streams)
+        metric("axtui_http_requests_total", "counter", "HTTP API requests received.",
+               self.http_requests)
         metric("axtui_sessions_open", "gauge", "Sessions with their database open.",
                self.sessions_open)
         metric("axtui_events_appended_total", "counter", "Events committed to session logs.",
@@ -70,6 +81,14 @@ class Metrics:
         metric("axtui_background_errors_total", "counter",
                "Failures of background work (idle close, catalog writes) that were logged"
                " and survived.", self.background_errors)
+        metric("axtui_cluster_owned_sessions", "gauge",
+               "Sessions this replica owns (cluster mode).", self.cluster_owned)
+        metric("axtui_cluster_forwarded_total", "counter",
+               "Requests forwarded to the owner of their session.", self.cluster_forwarded)
+        metric("axtui_cluster_takeovers_total", "counter",
+               "Sessions taken over from no owner or a lost one.", self.cluster_takeovers)
+        metric("axtui_cluster_store_errors_total", "counter",
+               "Calls to the cluster store (Redis) that failed.", self.cluster_store_errors)
         name = "axtui_publish_commit_seconds"
         lines += [f"# HELP {name} Time from a publish being queued to its commit.",
                   f"# TYPE {name} histogram"]

@@ -286,7 +286,7 @@ def check_event_type(value: object, *, client: bool) -> str:
 
 # --- recorded events (session/import) ----------------------------------------------------
 
-SOURCE_KINDS = ("client", "agent", "hub")
+SOURCE_KINDS = ("client", "agent", "hub", "webhook")
 
 
 def check_recorded_event(value: object, seq: int) -> dict[str, Any]:

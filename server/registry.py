@@ -7,20 +7,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from server import protocol
-from server.agent_start import remove_agent_files
 from server.catalog import Catalog
+from server.clustererrors import Fenced, OwnedElsewhere
 from server.config import AgentConfig, HubConfig
-from server.events import PermissionResponse, TurnFailed, TurnFailure, TurnStarted, loads_event
+from server.creation import SessionCreation
 from server.metrics import Metrics
 from server.protocol import (
-    Conflict,
     InternalError,
     InvalidParams,
     NotFound,
@@ -28,21 +24,19 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
-from server.sessionbuild import build_session
-from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
+from server.sessiondb import SessionDatabase
 from server.sessionfile import (
-    RecordedEvents,
     SessionFileDamaged,
     SessionFileError,
     SessionFileLocked,
-    SessionMeta,
-    recorded_fields,
     remove_files,
 )
-from server.sessions import Session
-from server.sources import HUB_SOURCE, Source
+from server.sessions import Feed, Session
 from server.sqliteio import release_freed_memory
 from server.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from server.clustersessions import ClusterSessions
 
 log = logging.getLogger("axtui.sessions")
 
@@ -51,7 +45,7 @@ log = logging.getLogger("axtui.sessions")
 EVICT_GRACE = 1.0
 
 
-class SessionRegistry:
+class SessionRegistry(SessionCreation):
     """All sessions: the catalog, the open ones, creating, forking, deleting, closing.
 
     It is the :class:`server.sessions.SessionHost` of every open session, and tells what
@@ -92,6 +86,9 @@ class SessionRegistry:
         self._janitor: asyncio.Task[None] | None = None
         self._persisting: asyncio.Task[None] | None = None
         self.closing = False  # set by close_all: no session opens after it
+        self.cluster: ClusterSessions | None = None  # cluster mode (set by the wiring)
+        self.on_stepped_down: list[Callable[[str], None]] = []  # lost a session's lease
+        self.on_taken_over: list[Callable[[Session], None]] = []  # opened as its owner
         self._persist_again = False
 
     def start(self) -> None:
@@ -113,7 +110,9 @@ class SessionRegistry:
                 self.background_failed(f"telling {callback!r} of commits", exc)
 
     def changed(self, session: Session) -> None:
-        """Tell ``on_changed`` that ``session`` changed."""
+        """Tell ``on_changed`` (and the cluster) that ``session`` changed."""
+        if self.cluster is not None:
+            self.cluster.changed(session.info)
         for callback in self.on_changed:
             try:
                 callback(session.info)
@@ -163,6 +162,18 @@ class SessionRegistry:
         closing = self._closing.get(session_id)
         if closing is not None:  # one writer per file: let the old one finish first
             await asyncio.shield(closing[1])
+        if self.cluster is not None:
+            await self._make_room()
+            self._pending_opens += 1
+            try:
+                found, db = await self.cluster.open(session_id,
+                                                    self.catalog.session_path(session_id))
+            finally:
+                self._pending_opens -= 1
+            session = await self._opened(found, db)
+            for callback in self.on_taken_over:
+                callback(session)
+            return session
         unsaved = self._unsaved.get(session_id)
         info = unsaved.info if unsaved is not None else await self.catalog.get(session_id)
         if info is None:
@@ -176,6 +187,11 @@ class SessionRegistry:
             raise await self._unusable(session_id, exc) from None
         finally:
             self._pending_opens -= 1
+        return await self._opened(info, db)
+
+    async def _opened(self, info: SessionInfo, db: SessionDatabase) -> Session:
+        """Serve the session whose file was just opened."""
+        session_id = info.session_id
         await self._refuse_if_closing(db)
         db.file_guard.watch(partial(self._file_gone, db))
         self._unsaved.pop(session_id, None)
@@ -188,6 +204,16 @@ class SessionRegistry:
         self.metrics.sessions_open = len(self.open)
         return session
 
+    async def feed(self, session_id: str) -> Feed:
+        """What a subscription to ``session_id`` follows: the open session, or in cluster
+        mode, for a session another replica owns, its log in Redis."""
+        if self.cluster is None:
+            return await self.get(session_id)
+        try:
+            return await self.get(session_id)
+        except OwnedElsewhere:
+            return await self.cluster.remote(session_id, self.get)
+
     async def info(self, session_id: str) -> SessionInfo:
         """A session's description without opening it."""
         if session_id in self._deleting:
@@ -195,7 +221,8 @@ class SessionRegistry:
         session = self._described(session_id)
         if session is not None:
             return session.info
-        info = await self.catalog.get(session_id)
+        info = await (self.catalog.get(session_id) if self.cluster is None
+                      else self.cluster.describe(session_id))
         if info is None:
             raise not_found(session_id)
         return info
@@ -204,6 +231,8 @@ class SessionRegistry:
         self, limit: int, cursor: str | None, agent: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         """A page of sessions, most recently updated first."""
+        if self.cluster is not None:
+            return await self.cluster.list(limit, cursor, agent)
         deleting = set(self._deleting)  # a deletion may end (and its row go) meanwhile
         await self.flush_catalog()
         try:
@@ -248,171 +277,6 @@ class SessionRegistry:
                 s.catalog_stale = True
             raise
 
-    # --- creating, forking, deleting -------------------------------------------------------
-
-    def _reserve(self, session_id: str | None) -> str:
-        sid = session_id or protocol.new_session_id()
-        if (sid in self._reserved or sid in self.open or sid in self._deleting
-                or self.catalog.session_path(sid).exists()):
-            raise Conflict(f"session {sid} already exists", {"sessionId": sid})
-        self._reserved.add(sid)
-        return sid
-
-    async def create(
-        self,
-        source: Source,
-        session_id: str | None = None,
-        agent: str | None = None,
-        title: str = "",
-        metadata: dict[str, Any] | None = None,
-    ) -> SessionInfo:
-        """Create a session; ``session.created`` is its seq 1."""
-        if agent is not None and agent not in self.agents:
-            raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
-        metadata = metadata or {}
-        data = orjson.dumps({"title": title, "agent": agent, "metadata": metadata})
-        if len(data) > self.config.max_event_bytes:
-            raise protocol.TooLarge("title and metadata are too large")
-        sid = self._reserve(session_id)
-        meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
-        fut: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
-        created = PendingEvent("session.created", source.to_json(), data, fut)
-        return await self._write_new(meta, None, None, created)
-
-    async def fork(
-        self,
-        source: Source,
-        session_id: str,
-        at_seq: int | None,
-        new_session_id: str | None,
-        title: str | None,
-        agent: str | None = None,
-    ) -> SessionInfo:
-        """Fork a session at ``at_seq``: copy events, rebuild state, record ``session.forked``.
-
-        ``agent`` gives the fork another agent than the origin's (recorded in
-        ``session.forked`` as ``agent``). A request still open at ``at_seq`` is cancelled
-        and a turn still running is recorded as interrupted: a fork starts with no turn.
-        """
-        if agent is not None and agent not in self.agents:
-            raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
-        origin = await self.get(session_id)
-        head = origin.info.head_seq
-        at = head if at_seq is None else at_seq
-        if not 1 <= at <= head:
-            raise InvalidParams(f"atSeq must be between 1 and {head}", {"param": "atSeq"})
-        sid = self._reserve(new_session_id)
-        om = origin.db.meta
-        meta = SessionMeta(sid, protocol.new_epoch(),
-                           title or f"{om.title.removesuffix(' (fork)')} (fork)".strip(),
-                           agent or om.agent, dict(om.metadata), protocol.now_ms())
-
-        async def fill(db: SessionDatabase) -> None:
-            await db.copy_from(origin.db, at)
-            forked: dict[str, Any] = {"fromSessionId": session_id, "atSeq": at}
-            if agent is not None:
-                forked["agent"] = agent
-            # A fork starts with no turn running: nothing would ever answer a request open
-            # at ``at`` or end its turn, so both are closed here, in the same fill.
-            hub = HUB_SOURCE.to_json()
-            items: list[tuple[str, bytes, dict[str, Any], str | None]] = [
-                ("session.forked", source.to_json(), forked, None)]
-            items += [("permission.response", hub, PermissionResponse(rid).to_json(), None)
-                      for rid, perm in db.permissions.items() if perm.answered_by is None]
-            last = [loads_event(r) for r in await origin.db.history(None, at + 1, 1, ["turn.*"])]
-            if last and isinstance(started := last[0].data, TurnStarted):
-                items.append(("turn.failed", hub, TurnFailed(
-                    started.turn_id, TurnFailure.INTERRUPTED,
-                    "the session was forked during this turn").to_json(), started.turn_id))
-            loop = asyncio.get_running_loop()
-            outcomes, _ = await db.append_batch([
-                PendingEvent(kind, src, orjson.dumps(data), loop.create_future(), turn_id=tid)
-                for kind, src, data, tid in items])
-            for outcome in outcomes:
-                if isinstance(outcome, ProtocolError):
-                    raise outcome
-
-        self._pinned[session_id] += 1  # the origin stays open while it is copied
-        try:
-            return await self._write_new(meta, fill, lambda message: InternalError(
-                f"the fork could not rebuild its state: {message}"))
-        finally:
-            self._pinned -= Counter((session_id,))
-
-    async def import_events(
-        self,
-        session_id: str | None,
-        title: str,
-        agent: str | None,
-        metadata: dict[str, Any],
-        events: Sequence[dict[str, Any]],
-    ) -> SessionInfo:
-        """A new session (new epoch) holding recorded ``events`` and the state they built.
-
-        ``events`` are checked (:func:`protocol.check_recorded_event`) and keep their seq,
-        ts, type, source, data, turnId, idempotency key and state; they get new ids. The
-        state is rebuilt as a fork rebuilds it. On any error nothing is stored.
-        """
-        if agent is not None and agent not in self.agents:
-            raise NotFound(f"no agent named {agent!r} is configured", {"agent": agent})
-        if not events:
-            raise InvalidParams("events must hold at least session.created", {"param": "events"})
-        keys: set[str] = set()
-        events = [recorded_fields(e) if isinstance(e, dict) else e for e in events]
-        for index, event in enumerate(events):
-            try:
-                protocol.check_recorded_event(event, index + 1)
-            except InvalidParams as exc:
-                raise InvalidParams(f"events[{index}]: {exc.message}",
-                                    {"param": "events", "index": index}) from None
-            key = event.get("idempotencyKey")
-            if key is not None:
-                if key in keys:
-                    raise InvalidParams(f"events[{index}]: idempotencyKey {key!r} is used twice",
-                                        {"param": "events", "index": index})
-                keys.add(key)
-        sid = self._reserve(session_id)
-        meta = SessionMeta(sid, protocol.new_epoch(), title, agent, metadata, protocol.now_ms())
-
-        async def fill(db: SessionDatabase) -> None:
-            # The same copy a fork makes, fed from the recorded events.
-            await db.copy_from(RecordedEvents(events), len(events))
-
-        return await self._write_new(meta, fill, lambda message: InvalidParams(
-            f"the recorded events cannot be imported: {message}"))
-
-    async def _write_new(
-        self, meta: SessionMeta, fill: Callable[[SessionDatabase], Awaitable[None]] | None,
-        failure: Callable[[str], ProtocolError] | None, created: PendingEvent | None = None,
-    ) -> SessionInfo:
-        """Build the file of the reserved session ``meta.session_id`` whole (``created`` as
-        its seq 1, then ``fill``), move it into place and open it
-        (:meth:`SessionDatabase.build`); if filling fails nothing is left, and a protocol
-        error becomes ``failure``."""
-        path = self.catalog.session_path(meta.session_id)
-
-        async def filled(db: SessionDatabase) -> None:
-            db.sql_timeout = self.config.query_timeout
-            if fill is None:
-                return
-            try:
-                await fill(db)
-            except ProtocolError as exc:
-                if failure is None:
-                    raise
-                raise failure(exc.message) from exc
-
-        try:
-            await self._make_room()
-            self._pending_opens += 1
-            try:
-                db = await build_session(path, meta, self.config.durability, filled, created)
-            finally:
-                self._pending_opens -= 1
-            return await self._register(db)
-        finally:
-            self._reserved.discard(meta.session_id)
-
     async def _register(self, db: SessionDatabase) -> SessionInfo:
         """Make a newly written session file (created or forked) an open session."""
         await self._refuse_if_closing(db)
@@ -433,21 +297,30 @@ class SessionRegistry:
         self.changed(session)
         return info
 
-    async def delete(self, session_id: str) -> None:
-        """Delete a session: subscribers are told, pending publishes fail, files go."""
-        session = await self.get(session_id)
-        self._deleting.add(session_id)
-        try:
-            self.open.pop(session_id, None)
-            self.metrics.sessions_open = len(self.open)
-            await session.close(deleted=True)
-            await self.catalog.delete(session_id)
-            remove_files(self.catalog.session_path(session_id))
-            await remove_agent_files(self.config.data_dir, session_id)
-        finally:
-            self._deleting.discard(session_id)
-        for callback in self.on_deleted:
+    def write_refused(self, session: Session, error: Exception) -> None:
+        """A batch of ``session`` was not stored: if the cluster fenced it off (another
+        replica owns the session now), this replica steps down from it."""
+        if isinstance(error, Fenced) and self.open.get(session.id) is session:
+            self.step_down(session.id)
+
+    def step_down(self, session_id: str) -> None:
+        """Stop serving a session this replica no longer owns: close it (its pending writes
+        fail, so their clients retry and reach the new owner), its subscribers resume
+        elsewhere, ``on_stepped_down`` stops its agent."""
+        session = self.open.pop(session_id, None)
+        if self.cluster is not None:
+            self.cluster.ownership.drop(session_id)
+        if session is None:
+            return
+        self.metrics.sessions_open = len(self.open)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closing[session_id] = (session, done)
+        for sub in list(session.subscribers):
+            sub.stop()
+            sub.sink.subscription_failed(session_id)
+        for callback in self.on_stepped_down:
             callback(session_id)
+        self._tasks.spawn(self._drop(session, False, done), name=f"step down {session_id}")
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -485,6 +358,9 @@ class SessionRegistry:
         self._closing[session.id] = (session, done)
         try:
             await session.close()
+            if self.cluster is not None:
+                await self.cluster.flush()
+                await self.cluster.ownership.release(session.id)
             try:
                 await self.catalog.update_heads([session.info], dirty=False)
             except Exception:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from server.protocol import Conflict
-from server.sessiondb import PendingEvent, SessionDatabase
-from server.sessionfile import SessionMeta, building_path, move_into_place, remove_files
+import orjson
+
+from server import protocol
+from server.events import PermissionResponse, TurnFailed, TurnFailure, TurnStarted, loads_event
+from server.protocol import Conflict, InvalidParams, ProtocolError
+from server.sessiondb import SessionDatabase
+from server.sessionfile import (
+    SessionMeta,
+    building_path,
+    move_into_place,
+    recorded_fields,
+    remove_files,
+)
+from server.sources import HUB_SOURCE, Source
+from server.writes import PendingEvent
 
 
 async def build_session(
@@ -40,3 +53,49 @@ async def build_session(
         remove_files(building)
         raise
     return await SessionDatabase.open(path, durability)
+
+async def fill_fork(db: SessionDatabase, *, origin: SessionDatabase, at_seq: int,
+                    source: Source, forked: dict[str, Any]) -> None:
+    """Fill a fork's new file: ``origin``'s events up to ``at_seq``, the state they built,
+    then ``session.forked`` (``forked`` its data). A fork starts with no turn running:
+    nothing would ever answer a request open at ``at_seq`` or end its turn, so both are
+    closed here, in the same fill."""
+    await db.copy_from(origin, at_seq)
+    hub = HUB_SOURCE.to_json()
+    items: list[tuple[str, bytes, dict[str, Any], str | None]] = [
+        ("session.forked", source.to_json(), forked, None)]
+    items += [("permission.response", hub, PermissionResponse(rid).to_json(), None)
+              for rid, perm in db.permissions.items() if perm.answered_by is None]
+    last = [loads_event(r) for r in await origin.history(None, at_seq + 1, 1, ["turn.*"])]
+    if last and isinstance(started := last[0].data, TurnStarted):
+        items.append(("turn.failed", hub, TurnFailed(
+            started.turn_id, TurnFailure.INTERRUPTED,
+            "the session was forked during this turn").to_json(), started.turn_id))
+    loop = asyncio.get_running_loop()
+    outcomes, _ = await db.append_batch([
+        PendingEvent(kind, src, orjson.dumps(data), loop.create_future(), turn_id=tid)
+        for kind, src, data, tid in items])
+    for outcome in outcomes:
+        if isinstance(outcome, ProtocolError):
+            raise outcome
+
+
+def checked_recorded(events: Sequence[Any]) -> list[dict[str, Any]]:
+    """An import's recorded events with the fields of an event only, each checked
+    (:func:`protocol.check_recorded_event`; an idempotency key used once): InvalidParams
+    naming the first one that is not."""
+    keys: set[str] = set()
+    events = [recorded_fields(e) if isinstance(e, dict) else e for e in events]
+    for index, event in enumerate(events):
+        try:
+            protocol.check_recorded_event(event, index + 1)
+        except InvalidParams as exc:
+            raise InvalidParams(f"events[{index}]: {exc.message}",
+                                {"param": "events", "index": index}) from None
+        key = event.get("idempotencyKey")
+        if key is not None:
+            if key in keys:
+                raise InvalidParams(f"events[{index}]: idempotencyKey {key!r} is used twice",
+                                    {"param": "events", "index": index})
+            keys.add(key)
+    return events

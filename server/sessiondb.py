@@ -20,9 +20,8 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 import orjson
@@ -37,7 +36,7 @@ from server.clientsql import (
     run_writes,
 )
 from server.permissions import Permission, permission_row
-from server.protocol import Conflict, NotFound, ProtocolError
+from server.protocol import Conflict, InternalError, NotFound, ProtocolError
 from server.sessionfile import (
     FORMAT_VERSION,
     INSERT_EVENT,
@@ -53,65 +52,11 @@ from server.sessionfile import (
 from server.sqlguard import Policy, SqlGuard
 from server.sqliteio import connect, in_thread
 from server.typepattern import TypePattern
+from server.writes import CommitResult, EventSource, PendingEvent, StagedBatch
 
 PERMISSION_TYPES = ("permission.request", "permission.response")
 INSERT_PERMISSION = "INSERT OR REPLACE INTO ax_permissions VALUES (?, ?, ?, ?, ?)"
 PROGRESS_STEPS = 10_000
-
-
-class EventSource(Protocol):
-    """Where a fork or an import copies events from: a session database, or the recorded
-    events of an export."""
-
-    def iter_raw(self, up_to_seq: int) -> AsyncIterator[bytes]:
-        """Every event's JSON from seq 1 to ``up_to_seq``, in order."""
-        ...
-
-
-@dataclass(slots=True)
-class PendingEvent:
-    """One event waiting to be committed, with the future its publisher awaits.
-
-    ``data`` is the event's encoded data; for ``state/exec`` it is ``None`` and the data
-    (``statements`` and ``changes``) is built once the statements have run.
-    """
-
-    type: str
-    source: bytes
-    data: bytes | None
-    future: asyncio.Future[CommitResult]
-    idempotency_key: str | None = None
-    turn_id: str | None = None
-    statements: list[tuple[str, Any]] | None = None
-    recorded_statements: bytes | None = None  # the statements as the client sent them
-    queued_at: float = field(default_factory=time.perf_counter)
-    # Who sent it (a client connection; None for the hub's own events): a batch that puts
-    # off one of an origin's writes puts off that origin's later ones too (append_batch).
-    origin: object = None
-
-
-@dataclass(slots=True, frozen=True)
-class CommitResult:
-    """What a publisher learns: the event's seq and ts, and whether it was a duplicate."""
-
-    seq: int
-    ts: int
-    duplicate: bool = False
-    changes: int = 0
-
-
-@dataclass(slots=True)
-class StagedBatch:
-    """A batch made ready to commit: outcomes, events, permission changes, rows to insert."""
-
-    # One per item: its result, its error, or None when it waits for the next batch
-    # (hub.commit_budget was used up: see append_batch).
-    outcomes: list[CommitResult | ProtocolError | None]
-    committed: list[tuple[int, bytes]]  # (seq, raw) of the new events
-    perms: dict[str, Permission]
-    ts: int  # the last event's ts
-    rows: list[tuple[Any, ...]] = field(default_factory=list)  # ax_events rows not inserted
-    permission_rows: list[tuple[Any, ...]] = field(default_factory=list)  # likewise
 
 
 class SessionDatabase:
@@ -130,6 +75,9 @@ class SessionDatabase:
         self._reader: aiosqlite.Connection | None = None
         self._query: aiosqlite.Connection | None = None
         self.closed = False
+        # Cluster mode: (first seq, events) of each batch, stored elsewhere before the
+        # batch commits here (server.redisstore); raising rolls the batch back.
+        self.replicate: Callable[[int, list[bytes]], None] | None = None
         self.file_guard = FileGuard(path)  # a commit checks the file is still there
         self._lazy_open = asyncio.Lock()  # one reader and one query connection, never two
         self._write_guard = SqlGuard(Policy.HUB)
@@ -335,12 +283,19 @@ class SessionDatabase:
             if staged.permission_rows:
                 con.executemany(INSERT_PERMISSION, staged.permission_rows)
             insert_events(con, staged.rows)
+            self._replicate(staged)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
         self._check_file()
+
+    def _replicate(self, staged: StagedBatch) -> None:
+        """Hand the batch's events to :attr:`replicate` (in the writer's thread, inside the
+        transaction): if it raises, the transaction rolls back and nothing is stored."""
+        if self.replicate is not None and staged.committed:
+            self.replicate(staged.committed[0][0], [raw for _, raw in staged.committed])
 
     def _commit_staging(
         self, con: sqlite3.Connection, batch: Sequence[PendingEvent]
@@ -354,6 +309,7 @@ class SessionDatabase:
                 keys = [a.idempotency_key for a in batch if a.idempotency_key is not None]
                 staged = self._stage(con, batch, self._known_keys(con, keys) if keys else {},
                                      failed, budget)
+                self._replicate(staged)
                 con.execute("COMMIT")
                 break
             except TransactionLost as lost:  # SQLite rolled it all back: again, without it
@@ -549,9 +505,12 @@ class SessionDatabase:
         return await in_thread(db, run_query, self._query_guard, sql, params, limit,
                                self.sql_timeout, self.limits)
 
-    async def copy_from(self, origin: EventSource, at_seq: int) -> None:
-        """Copy ``origin``'s events 1..``at_seq`` into this new file (with new ids) and
-        rebuild the state they built (a fork; an import, from recorded events).
+    async def copy_from(self, origin: EventSource, at_seq: int, *,
+                        keep_ids: bool = False) -> None:
+        """Copy ``origin``'s events up to ``at_seq`` into this file (with new ids, unless
+        ``keep_ids``) and rebuild the state they built: a fork, an import from recorded
+        events, a cluster replica's copy catching up from the shared log (whose source
+        starts after this file's head).
 
         Only statements the hub recorded are re-run: the ``statements`` of
         ``state.changed`` events and the top-level ``state`` of published events. Open
@@ -560,12 +519,17 @@ class SessionDatabase:
         db = self._writer
         assert db is not None
         perms: dict[str, Permission] = {}
+        head, last_ts = self.head_seq, self.last_ts
         await db.execute("BEGIN IMMEDIATE")
         try:
             rows: list[tuple[Any, ...]] = []
             async for raw in origin.iter_raw(at_seq):
                 event = orjson.loads(raw)
-                event["id"] = protocol.new_event_id()
+                if event["seq"] != self.head_seq + 1:
+                    raise InternalError(f"event {event['seq']} does not follow seq"
+                                        f" {self.head_seq}")
+                if not keep_ids:
+                    event["id"] = protocol.new_event_id()
                 if event["type"] in PERMISSION_TYPES:
                     await db.execute(INSERT_PERMISSION, permission_row(
                         self.permissions, event["type"], event["data"],
@@ -586,7 +550,7 @@ class SessionDatabase:
                         raise lost.error from None
                 rows.append((
                     event["seq"], event["ts"], event["type"], event.get("turnId"),
-                    event.get("idempotencyKey"), orjson.dumps(event),
+                    event.get("idempotencyKey"), raw if keep_ids else orjson.dumps(event),
                 ))
                 self.head_seq, self.last_ts = event["seq"], event["ts"]
             if rows:
@@ -595,6 +559,6 @@ class SessionDatabase:
         except BaseException:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
-            self.head_seq = self.last_ts = 0
+            self.head_seq, self.last_ts = head, last_ts
             raise
         self.permissions.update(perms)

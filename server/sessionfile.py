@@ -343,7 +343,7 @@ def recorded_fields(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class RecordedEvents:
-    """Recorded events (an export's) as the :class:`~server.sessiondb.EventSource` an import
+    """Recorded events (an export's) as the :class:`~server.writes.EventSource` an import
     builds a new session file from."""
 
     def __init__(self, events: Sequence[dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import orjson
@@ -34,8 +34,9 @@ from server.protocol import (
     ProtocolError,
     SessionInfo,
 )
-from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
+from server.sessiondb import SessionDatabase
 from server.sources import HUB_SOURCE, Source
+from server.writes import CommitResult, PendingEvent
 
 log = logging.getLogger("axtui.sessions")
 
@@ -65,8 +66,23 @@ def pages(
         yield page
 
 
+Page = list[tuple[int, bytes]]  # committed (seq, encoded event) pairs, in seq order
+# How a sink frames a page of events; a batch is framed once per encoder, not per sink.
+PageEncoder = Callable[[str, Page], bytes]
+
+
+def rpc_page(session_id: str, page: Page) -> bytes:
+    """A page as one ``session/events`` notification (the websocket's framing)."""
+    return protocol.events_frame(session_id, [raw for _, raw in page])
+
+
 class Sink(Protocol):
-    """Where a subscription's frames go: a client connection's bounded outbox."""
+    """Where a subscription's frames go: a client's bounded outbox (a websocket connection,
+    an SSE stream). A frame that is ``b""`` (everything in it filtered out) is not sent."""
+
+    @property
+    def encode_page(self) -> PageEncoder:
+        """How this sink frames a page of events."""
 
     def send(self, frame: bytes, events: int = 0) -> None:
         """Queue a frame (never blocks; a sink that is too far behind cuts itself off)."""
@@ -106,14 +122,62 @@ class SessionHost(Protocol):
     def changed(self, session: Session) -> None:
         """The session's head, agent state, title or metadata changed."""
 
+    def write_refused(self, session: Session, error: Exception) -> None:
+        """A batch of ``session`` could not be stored (its writes failed with ``error``)."""
+
     def persist_soon(self) -> None:
         """Write changed sessions into the catalog shortly."""
+
+
+class EventReader(Protocol):
+    """Where a subscription reads the backlog from (a session database)."""
+
+    async def read_range(self, after_seq: int, limit: int,
+                         max_bytes: int) -> list[tuple[int, bytes]]:
+        """Events after ``after_seq`` in order: at most ``limit``, about ``max_bytes``."""
+
+
+class Feed(Protocol):
+    """What a subscription follows: an open :class:`Session`, or in cluster mode a session
+    owned by another replica (:class:`server.remotesession.RemoteSession`)."""
+
+    info: SessionInfo
+    subscribers: set[Subscription]
+
+    @property
+    def id(self) -> str:
+        """The session id."""
+
+    @property
+    def db(self) -> EventReader:
+        """Where the backlog is read from."""
+
+    def tail_from(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]] | None:
+        """Recent events from ``seq`` out of memory, or ``None``."""
+
+
+def fan_out(session_id: str, subscribers: Iterable[Subscription],
+            committed: list[tuple[int, bytes]]) -> None:
+    """Hand a committed batch to the live subscribers, framed once per kind of sink."""
+    batch: list[Page] | None = None
+    framed: dict[PageEncoder, list[tuple[bytes, int, int]]] = {}
+    for sub in list(subscribers):
+        if sub.live:
+            encode = sub.sink.encode_page
+            frames = framed.get(encode)
+            if frames is None:  # encoded once for every subscriber that frames alike
+                if batch is None:
+                    batch = list(pages(committed, PAGE_BYTES))
+                frames = framed[encode] = [
+                    (encode(session_id, page), page[0][0], page[-1][0]) for page in batch
+                ]
+            sub.push(frames)
 
 
 class Subscription:
     """One connection's subscription to one session: catch-up first, then live."""
 
-    def __init__(self, session: Session, sink: Sink, after_seq: int) -> None:
+    def __init__(self, session: Feed, sink: Sink, after_seq: int) -> None:
         self.session = session
         self.sink = sink
         self.next_seq = after_seq + 1
@@ -151,10 +215,12 @@ class Subscription:
             session.subscribers.discard(self)
             self.sink.subscription_failed(session.id)
 
-    def _send(self, page: list[tuple[int, bytes]]) -> None:
+    def _send(self, page: Page) -> None:
         if page[0][0] != self.next_seq or page[-1][0] != self.next_seq + len(page) - 1:
             raise InternalError(f"catch-up page is not contiguous from seq {self.next_seq}")
-        self.sink.send(protocol.events_frame(self.session.id, [r for _, r in page]), len(page))
+        frame = self.sink.encode_page(self.session.id, page)
+        if frame:
+            self.sink.send(frame, len(page))
         self.next_seq = page[-1][0] + 1
 
     def push(self, frames: list[tuple[bytes, int, int]]) -> None:
@@ -166,7 +232,8 @@ class Subscription:
                 self.stop()
                 self.sink.subscription_failed(self.session.id)
                 return
-            self.sink.send(frame, last - first + 1)
+            if frame:
+                self.sink.send(frame, last - first + 1)
             self.next_seq = last + 1
 
 
@@ -256,11 +323,17 @@ class Session:
             try:
                 outcomes, committed = await self.db.append_batch(batch)
             except Exception as exc:
-                log.exception("commit failed in session %s", self.id)
-                err = InternalError(f"the event could not be stored: {exc}")
+                err: ProtocolError
+                if isinstance(exc, ProtocolError):  # the cluster's store refused it: retry
+                    log.warning("commit refused in session %s: %s", self.id, exc.message)
+                    err = exc
+                else:
+                    log.exception("commit failed in session %s", self.id)
+                    err = InternalError(f"the event could not be stored: {exc}")
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(err)
+                self.host.write_refused(self, exc)
                 continue
             now = time.perf_counter()
             activity = 0
@@ -297,16 +370,8 @@ class Session:
         while len(self._tail) > TAIL_EVENTS or self._tail_bytes > TAIL_BYTES:
             self._tail_bytes -= len(self._tail.popleft()[1])
         self.host.metrics.events_appended += len(committed)
-        frames: list[tuple[bytes, int, int]] | None = None
-        for sub in list(self.subscribers):
-            if sub.live:
-                if frames is None:  # encoded once for every subscriber
-                    frames = [
-                        (protocol.events_frame(self.id, [raw for _, raw in page]),
-                         page[0][0], page[-1][0])
-                        for page in pages(committed, PAGE_BYTES)
-                    ]
-                sub.push(frames)
+        if self.subscribers:
+            fan_out(self.id, self.subscribers, committed)
         self.host.committed(self, committed)
         self.host.changed(self)
 

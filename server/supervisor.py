@@ -53,6 +53,7 @@ from server.tasks import TaskSet
 from server.turn import CANCELLED, Trigger, Turn
 from server.typepattern import TypeFilter
 
+WAKING_KINDS = ("client", "webhook")  # whose events may wake an agent (never its own)
 log = logging.getLogger("axtui.supervisor")
 
 
@@ -82,7 +83,7 @@ class Supervisor:
             if isinstance(event.data, PermissionResponse):
                 if run is not None:
                     run.answered(event.data)
-            elif event.source.kind == "client" and wakes(agent, event.type):
+            elif event.source.kind in WAKING_KINDS and wakes(agent, event.type):
                 if run is None:
                     run = self.runs[session.id] = AgentRun(self, session, agent)
                 run.enqueue(Trigger(event))
@@ -133,6 +134,17 @@ class Supervisor:
                 await self._recover(session)
             except Exception:
                 log.exception("could not recover the agent of session %s", sid)
+
+    def taken_over(self, session: Session) -> None:
+        """A session this replica just became the owner of (cluster mode): close what its
+        last owner left open, as :meth:`recover` does at a start."""
+        self.tasks.spawn(self._recover_logged(session), name=f"recover {session.id}")
+
+    async def _recover_logged(self, session: Session) -> None:
+        try:
+            await self._recover(session)
+        except Exception:
+            log.exception("could not recover the agent of session %s", session.id)
 
     def _say_who_agents_run_as(self) -> None:
         """Once, at start, for a hub running as root: the user agents run as."""

@@ -37,10 +37,10 @@ from server.events import (
     loads_event,
 )
 from server.protocol import ProtocolError
-from server.sessiondb import CommitResult
 from server.sessions import Session
 from server.sources import HUB_SOURCE, Source
 from server.updates import UpdateMapper
+from server.writes import CommitResult
 
 log = logging.getLogger("axtui.supervisor")
 

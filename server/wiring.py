@@ -32,5 +32,17 @@ def build_hub(config: Config) -> Hub:
     sessions.on_deleted.append(supervisor.session_deleted)
     context = HubContext(sessions, config.agents, supervisor, watch, config.hub.max_event_bytes)
     dispatcher = Dispatcher(context, auth, metrics, config.hub.max_inflight, config.hub.data_dir)
+    cluster = None
+    if config.cluster is not None:
+        from server.cluster import build_cluster  # redis: imported only in cluster mode
+
+        cluster = build_cluster(config.cluster, config.hub.durability, metrics, sessions,
+                                supervisor, auth, dispatcher, watch)
+    http = None
+    if config.hub.http_port is not None:
+        from server.httpapi import HttpApi  # aiohttp: imported only when it serves
+
+        http = HttpApi(config, auth, dispatcher, metrics)
     return Hub(config, metrics=metrics, catalog=catalog, sessions=sessions,
-               supervisor=supervisor, auth=auth, watch=watch, dispatcher=dispatcher)
+               supervisor=supervisor, auth=auth, watch=watch, dispatcher=dispatcher,
+               http=http, cluster=cluster)

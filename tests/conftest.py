@@ -60,7 +60,7 @@ TOKENS = {
 def make_config(data_dir: Path, *, tokens: bool = False,
                 agents: Mapping[str, AgentConfig] | None = None, **hub: Any) -> Config:
     """A config on ``data_dir`` listening on a free loopback port (``agents``: exactly these)."""
-    config = load_config(None).with_overrides(port=0, data_dir=data_dir)
+    config = load_config(None).with_overrides(port=0, http_port=0, data_dir=data_dir)
     config = replace(config, hub=replace(config.hub, **hub))
     if agents is not None:
         config = replace(config, agents=agents)

@@ -35,7 +35,8 @@ class HubThread(threading.Thread):
 
     async def _main(self) -> None:
         try:
-            async with embedded_hub(self.config, self.config.hub.port) as url:
+            async with embedded_hub(self.config, self.config.hub.port,
+                                    self.config.hub.http_port) as url:
                 self.url = url
                 self._loop = asyncio.get_running_loop()
                 self._shutdown = asyncio.Event()

@@ -37,7 +37,8 @@ class HubProcess:
 
     def __init__(self, data_dir: Path, *extra: str, config: Path | None = None) -> None:
         self.data_dir = data_dir
-        self.argv = [*AXTUI, "serve", "--port", "0", "--data-dir", str(data_dir), *extra]
+        self.argv = [*AXTUI, "serve", "--port", "0", "--http-port", "0", "--data-dir",
+                     str(data_dir), *extra]
         if config is not None:
             self.argv += ["--config", str(config)]
         self.proc: subprocess.Popen[str] | None = None

@@ -11,7 +11,7 @@ import orjson
 from server.catalog import Catalog
 from server.metrics import Metrics
 from server.registry import SessionRegistry
-from server.sessions import Session
+from server.sessions import Session, rpc_page
 from server.sources import Source
 from tests.conftest import make_config
 
@@ -21,6 +21,8 @@ TIMEOUT = 5.0
 
 class RecordingSink:
     """A :class:`server.sessions.Sink` that keeps what it is sent."""
+
+    encode_page = staticmethod(rpc_page)
 
     page_bytes = 256 * 1024
 

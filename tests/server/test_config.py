@@ -18,12 +18,9 @@ from server.config import (
     SlackConfig,
     TokenConfig,
     bundled_agents,
-    interpolate,
-    is_loopback,
     load_config,
-    parse_duration,
-    parse_size,
 )
+from server.configvalues import interpolate, is_loopback, parse_duration, parse_size
 from server.protocol import Role
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"

@@ -325,9 +325,10 @@ def test_the_hub_environment_is_unreadable_to_its_user(tmp_path: Path) -> None:
     not dumpable), while it can read a plain process's of the same user."""
     no_caps = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]  # root, powerless
     env = {**os.environ, "HUB_SECRET": "s3cret-value"}
-    hub = subprocess.Popen([*no_caps, *AXTUI, "serve", "--port", "0", "--data-dir",
-                            str(tmp_path / "data")], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    hub = subprocess.Popen([*no_caps, *AXTUI, "serve", "--port", "0", "--http-port", "0",
+                            "--data-dir", str(tmp_path / "data")], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
     plain = subprocess.Popen([*no_caps, sys.executable, "-c", "import time; time.sleep(60)"],
                              env=env)
     try:

@@ -276,7 +276,8 @@ def test_a_damaged_catalog_exits_2_at_once_with_one_line(tmp_path: Path, content
     data.mkdir()
     (data / "hub.db").write_bytes(content)
     started = time.monotonic()
-    done = subprocess.run([*AXTUI, "serve", "--port", "0", "--data-dir", str(data)],
+    done = subprocess.run([*AXTUI, "serve", "--port", "0", "--http-port", "0", "--data-dir",
+                           str(data)],
                           capture_output=True, text=True, timeout=20, check=False)
     assert time.monotonic() - started < 10
     assert done.returncode == 2, done.stderr

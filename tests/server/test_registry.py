@@ -14,8 +14,8 @@ import pytest
 from server import protocol
 from server.protocol import Conflict, InvalidParams, NotFound, SessionInfo
 from server.registry import SessionRegistry
-from server.sessiondb import CommitResult, PendingEvent
 from server.sessions import Session, Subscription
+from server.writes import CommitResult, PendingEvent
 from tests.server.session_helpers import (
     PAUL,
     TIMEOUT,

@@ -131,7 +131,7 @@ async def test_second_hub_on_the_same_data_dir_refuses_to_start(
     """A second hub on a data dir in use exits non-zero naming it; the first keeps going."""
     first = await asyncio.to_thread(hubs().start)
     second = await asyncio.to_thread(
-        run_axtui, "serve", "--port", "0", "--data-dir", str(data_dir)
+        run_axtui, "serve", "--port", "0", "--http-port", "0", "--data-dir", str(data_dir)
     )
     assert second.returncode != 0
     assert str(data_dir) in second.stderr
@@ -202,7 +202,7 @@ async def test_starts_quickly_with_1000_sessions_and_lists_them_all(hubs: HubMak
 def test_local_mode_refuses_a_non_loopback_host(tmp_path: Path, data_dir: Path,
                                                where: str) -> None:
     """Without tokens, --host 0.0.0.0 (flag or file) exits 2 naming hub.host."""
-    args = ["serve", "--port", "0", "--data-dir", str(data_dir)]
+    args = ["serve", "--port", "0", "--http-port", "0", "--data-dir", str(data_dir)]
     if where == "flag":
         args += ["--host", "0.0.0.0"]
     else:

@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from server.protocol import Conflict, Forbidden, InvalidParams, ProtocolError
-from server.sessiondb import CommitResult, PendingEvent, SessionDatabase
+from server.sessiondb import SessionDatabase
 from server.sessionfile import SessionMeta
+from server.writes import CommitResult, PendingEvent
 
 ADA = orjson.dumps({"kind": "client", "name": "ada", "client": "tui"})
 BOB = orjson.dumps({"kind": "client", "name": "bob", "client": "slack"})
