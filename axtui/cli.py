@@ -48,7 +48,7 @@ def _run_hub(config) -> None:  # type: ignore[no-untyped-def]
     except (DataDirLocked, CatalogUnreadable) as exc:
         _fail(str(exc))
     except StoreUnavailable as exc:
-        _fail(f"cluster.redis cannot be reached: {exc.message}")
+        _fail(f"cannot reach the cluster's Redis (cluster.redis): {exc.detail or exc.message}")
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             from axtui.embedded import in_use

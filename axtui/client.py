@@ -26,7 +26,12 @@ from urllib.parse import unquote
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
 
 from axtui import __version__
 from axtui.backoff import Backoff
@@ -36,12 +41,14 @@ from server.protocol import (
     PROTOCOL_VERSION,
     CannotResume,
     NotFound,
+    Overloaded,
     ProtocolError,
     error_from_json,
 )
 from server.redact import protect_logs
 from server.sandbox import UNIX_SCHEME
 
+RETRY_OVERLOADED = 30.0  # seconds a keyed publish or a subscribe is retried on -32029
 log = logging.getLogger("axtui.client")
 
 __all__ = [
@@ -230,6 +237,9 @@ class HubClient:
                                  f"{exc.response.status_code}") from None
         except InvalidURI as exc:
             raise HubUnavailable(f"{self.url} is not a websocket URL: {exc}") from None
+        except InvalidHandshake as exc:  # closed mid-handshake: a hub dying, a balancer
+            raise HubUnavailable(f"the hub at {self.url} did not finish the handshake:"
+                                 f" {exc}") from None
         except (OSError, TimeoutError) as exc:
             raise HubUnavailable(f"cannot reach the hub at {self.url}: {exc}") from None
         try:
@@ -326,13 +336,22 @@ class HubClient:
         params: dict[str, Any] = {"sessionId": sub.session_id, "afterSeq": sub.last_seq}
         if sub.epoch is not None:
             params["epoch"] = sub.epoch
-        try:
-            result = await self.call("session/subscribe", params)
-        except ConnectionLost:
-            return  # the next connection re-subscribes
-        except (ProtocolError, HubUnavailable) as exc:
-            sub._fail(exc)
-            return
+        backoff = Backoff(0.05, 1.0, jitter=0.5)
+        deadline = asyncio.get_running_loop().time() + RETRY_OVERLOADED
+        while True:
+            try:
+                result = await self.call("session/subscribe", params)
+                break
+            except ConnectionLost:
+                return  # the next connection re-subscribes
+            except Overloaded as exc:  # "try again": a busy hub, a cluster's Redis away
+                if sub.closed or asyncio.get_running_loop().time() > deadline:
+                    sub._fail(exc)
+                    return
+                await asyncio.sleep(backoff.next())
+            except (ProtocolError, HubUnavailable) as exc:
+                sub._fail(exc)
+                return
         sub.epoch = result["epoch"]
         sub.head_seq = result["headSeq"]
         sub.ready.set()
@@ -394,6 +413,11 @@ class HubClient:
             params["state"] = state
         if on_behalf_of is not None:
             params["onBehalfOf"] = on_behalf_of
+        # A keyed publish is retried until it lands (stored once, whichever attempt did):
+        # across reconnects, and while the hub says "try again" (-32029: overloaded, or in
+        # cluster mode a session changing owner), for up to RETRY_OVERLOADED seconds.
+        backoff = Backoff(0.05, 1.0, jitter=0.5)
+        deadline = asyncio.get_running_loop().time() + RETRY_OVERLOADED
         while True:
             try:
                 result: dict[str, Any] = await self.call("session/publish", params)
@@ -401,6 +425,11 @@ class HubClient:
             except ConnectionLost:
                 if idempotency_key is None or not self.reconnect:
                     raise
+            except Overloaded:
+                if (idempotency_key is None or not self.reconnect
+                        or asyncio.get_running_loop().time() > deadline):
+                    raise
+                await asyncio.sleep(backoff.next())
 
     async def create_session(self, **params: Any) -> dict[str, Any]:
         """Create a session (``sessionId``, ``agent``, ``title``, ``metadata``)."""

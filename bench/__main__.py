@@ -30,7 +30,9 @@ from bench import (
     w7_tui,
     w8_http_publish,
     w9_sse_fanout,
-    w10_sse_idle,
+    w9m_sse_idle,
+    w10_cluster,
+    w11_failover,
 )
 from bench.common import WorkloadResult
 
@@ -47,7 +49,9 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
     "W7": ("TUI", lambda d, a: w7_tui.run(d, quick=a.quick)),
     "W8": ("HTTP publish", lambda d, a: w8_http_publish.run(d, quick=a.quick)),
     "W9": ("SSE fan-out", lambda d, a: w9_sse_fanout.run(d, quick=a.quick)),
-    "W10": ("SSE idle", lambda d, a: w10_sse_idle.run(d, quick=a.quick)),
+    "W9m": ("SSE idle", lambda d, a: w9m_sse_idle.run(d, quick=a.quick)),
+    "W10": ("cluster", lambda d, a: w10_cluster.run(d, quick=a.quick)),
+    "W11": ("failover", lambda d, a: w11_failover.run(d, quick=a.quick)),
 }
 
 
@@ -57,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="shorter runs (W1 3 s, W2 2 windows of 1 s, W3 20,000 events, 5 W4"
                              " wakes, W5 200 sessions and 400 connections, fewer W6 starts,"
-                             " W8 2 s phases, W9 3 s, W10 200 streams)")
+                             " W8 2 s phases, W9 3 s, W9m 200 streams, W10 1 s steps, 3 W11"
+                             " rounds)")
     parser.add_argument("--only", type=_workload_list, default=list(WORKLOADS),
                         metavar="W1,W3,...", help="run only these workloads")
     parser.add_argument("--data-root", type=Path, default=None,
@@ -72,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _workload_list(text: str) -> list[str]:
-    keys = [k.strip().upper() for k in text.split(",") if k.strip()]
+    by_upper = {k.upper(): k for k in WORKLOADS}  # W9m as w9m, W9M or W9m
+    keys = [by_upper.get(k.strip().upper(), k.strip()) for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in WORKLOADS]
     if unknown or not keys:
         raise argparse.ArgumentTypeError(

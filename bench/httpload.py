@@ -1,4 +1,4 @@
-"""What W8, W9 and W10 share: the HTTP API's client side and a load process.
+"""What W8, W9 and W9m share: the HTTP API's client side and a load process.
 
 Requests go through aiohttp's client (``aiohttp.ClientSession``), one keep-alive
 connection per client (``TCPConnector(limit=1)``), with local mode's secret as the Bearer

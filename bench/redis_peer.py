@@ -94,22 +94,35 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # a free port may be taken between the probe and the bind
             self.port = _free_port()
-            self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                 "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
-                 "--logfile", str(self.dir / "redis.log")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if self._ping():
-                    return
-                time.sleep(0.01)
-            self.stop()
+            if self._launch(binary, timeout):
+                return
         log = (self.dir / "redis.log")
         raise PeerUnavailable("redis-server did not start: "
                               + (log.read_text()[-500:] if log.exists() else "no log"))
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start it again after :meth:`stop` or :meth:`kill`, on the same port and dir (so it
+        loads its AOF): a Redis restart as its clients see it."""
+        assert self.proc is None and self.port, "start it, then stop it, first"
+        if not self._launch(redis_server_binary(install=False), timeout):
+            raise PeerUnavailable(f"redis-server did not start again on port {self.port}")
+
+    def _launch(self, binary: str, timeout: float) -> bool:
+        """Run it on ``self.port``; whether it answered PING within ``timeout`` s."""
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
+             "--logfile", str(self.dir / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self._ping():
+                return True
+            time.sleep(0.01)
+        self.stop()
+        return False
 
     def _ping(self) -> bool:
         try:
@@ -124,6 +137,13 @@ class RedisServer:
         """The server's process id."""
         assert self.proc is not None
         return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL it (a crash: only what the AOF holds survives) and reap it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after 10 s)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from server.auth import Authenticator
 from server.clusterconfig import ClusterConfig
+from server.clustererrors import OwnedElsewhere
 from server.clustersessions import ClusterSessions
 from server.dispatch import Dispatcher
 from server.forward import ClusterRoute, Forwarder
@@ -32,14 +34,16 @@ class Cluster:
 
     def __init__(self, config: ClusterConfig, store: RedisStore, ownership: Ownership,
                  sessions: ClusterSessions, forwarder: Forwarder,
-                 watch: WatchBroadcaster) -> None:
+                 watch: WatchBroadcaster, claim: Callable[[str], Awaitable[object]]) -> None:
         self.config = config
         self.store = store
         self.ownership = ownership
         self.sessions = sessions
         self.forwarder = forwarder
         self.watch = watch
+        self._claim = claim  # open a session as its owner: the registry's get
         self._listener: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """Raise StoreUnavailable unless Redis answers."""
@@ -51,12 +55,14 @@ class Cluster:
         advertise = self.config.advertise or url
         self.ownership.start(advertise)
         self._listener = asyncio.create_task(self._listen(), name="cluster watch")
+        self._sweeper = asyncio.create_task(self._sweep(), name="cluster sweeper")
         log.info("axtui cluster replica %s (reached at %s)", self.config.node_id, advertise)
 
     async def stop(self) -> None:
         """Give every lease back, close the peer connections and the store."""
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in (self._listener, self._sweeper):
+            if task is not None:
+                task.cancel()
         self.sessions.stop_following()
         await self.ownership.stop()
         await self.forwarder.close()
@@ -67,7 +73,7 @@ class Cluster:
         of sessions owned here are told already)."""
         while True:
             try:
-                async with self.store.aio.pubsub() as pubsub:
+                async with self.store.follow.pubsub() as pubsub:
                     await pubsub.subscribe(WATCH_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
@@ -79,6 +85,21 @@ class Cluster:
                 log.warning("the cluster's watch channel failed (%s); listening again", exc)
                 await asyncio.sleep(1.0)
 
+    async def _sweep(self) -> None:
+        """Every lease: take over the sessions whose agent was active and whose owner is
+        gone, so their interrupted turns are recorded (and re-run) within two leases."""
+        while True:
+            await asyncio.sleep(self.config.lease)
+            try:
+                for session_id in await self.store.orphans():
+                    try:
+                        await self._claim(session_id)
+                        log.info("took session %s over (its owner is gone)", session_id)
+                    except OwnedElsewhere:
+                        pass  # another replica was quicker
+            except Exception as exc:
+                log.warning("looking for sessions without an owner: %s", exc)
+
     async def _changed(self, session_id: str) -> None:
         if session_id in self.ownership.leases:
             return
@@ -87,18 +108,23 @@ class Cluster:
             self.watch.session_changed(info)
 
 
-def build_cluster(config: ClusterConfig, durability: str, metrics: Metrics,
+def build_cluster(config: ClusterConfig, durability: str, query_timeout: float,
+                  metrics: Metrics,
                   registry: SessionRegistry, supervisor: Supervisor, auth: Authenticator,
                   dispatcher: Dispatcher, watch: WatchBroadcaster) -> Cluster:
     """The cluster parts for ``config``, wired into the hub's."""
     store = RedisStore(config)
     ownership = Ownership(store, metrics)
     sessions = ClusterSessions(store, ownership, metrics, durability)
-    forwarder = Forwarder(ownership, config.secret, metrics)
+    # A forwarded request may take a state/query's time, or an owner's step-down.
+    forwarder = Forwarder(ownership, config.secret, metrics,
+                          timeout=query_timeout + 2 * config.lease + 2)
     registry.cluster = sessions
+    sessions.claim = registry.get
+    sessions.forwarder = forwarder
     ownership.on_lost.append(registry.step_down)
     registry.on_stepped_down.append(supervisor.session_deleted)
     registry.on_taken_over.append(supervisor.taken_over)
     auth.cluster_secret = config.secret
     dispatcher.cluster = ClusterRoute(ownership, forwarder)
-    return Cluster(config, store, ownership, sessions, forwarder, watch)
+    return Cluster(config, store, ownership, sessions, forwarder, watch, registry.get)

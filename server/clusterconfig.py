@@ -37,6 +37,10 @@ class ClusterConfig:
     advertise: str | None = None
     lease: float = 10.0
     wait_replicas: int = 0
+    # Bounded Redis memory: a session closed with this many events past its last snapshot
+    # gets a new one and its stream is trimmed to the last keep_events (0: never).
+    snapshot_after: int = 1000
+    keep_events: int = 1000
 
 
 def redis_url(value: object, key: str) -> str:
@@ -66,6 +70,8 @@ _CLUSTER: dict[str, Check] = {
     "redis": redis_url, "secret": nonempty, "node_id": _node_id,
     "advertise": lambda v, k: None if opt_str(v, k) is None else ws_url(v, k),
     "lease": _lease, "wait_replicas": lambda v, k: integer(v, k, 0, 16),
+    "snapshot_after": lambda v, k: integer(v, k, 0, 2**31 - 1),
+    "keep_events": lambda v, k: integer(v, k, 0, 2**31 - 1),
 }
 
 

@@ -12,6 +12,7 @@ class StoreUnavailable(Overloaded):
     def __init__(self, detail: str = "") -> None:
         super().__init__("the cluster store is unreachable; try again"
                          + (f" ({detail})" if detail else ""))
+        self.detail = detail
 
 
 class Fenced(Overloaded):
@@ -34,3 +35,8 @@ class OwnedElsewhere(ProtocolError):
                          {"sessionId": session_id, "owner": node})
         self.session_id = session_id
         self.node = node
+
+
+class PeerUnreachable(Overloaded):
+    """The replica that owns a session cannot be reached (it may be gone: its lease runs
+    out soon); the request may be retried."""

@@ -20,21 +20,34 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import orjson
+
+from server.auth import CLUSTER_PRINCIPAL
+from server.caller import Caller
 from server.catalog import decode_cursor, encode_cursor
-from server.clustererrors import StoreUnavailable
-from server.clustersync import catch_up, push, rebuild
+from server.clustererrors import OwnedElsewhere, StoreUnavailable
+from server.clustersync import catch_up, push, rebuild, restore, snapshot
 from server.metrics import Metrics
 from server.ownership import Ownership
-from server.protocol import InvalidParams, NotFound, SessionInfo
+from server.protocol import InternalError, InvalidParams, NotFound, SessionInfo
 from server.redisstore import Lease, RedisStore
 from server.remotesession import RemoteSession
 from server.sessiondb import SessionDatabase
 from server.sessionfile import SessionFileError, SessionMeta, remove_files
+from server.sessions import PAGE_BYTES, Session
+
+if TYPE_CHECKING:
+    from server.forward import Forwarder
 
 log = logging.getLogger("axtui.cluster")
 
 FLUSH_EVERY = 0.1  # seconds between writes of changed descriptions into Redis
+
+
+async def _unwired(session_id: str) -> Session:
+    raise RuntimeError("the cluster's registry side is not wired")
 
 
 class ClusterSessions:
@@ -49,7 +62,10 @@ class ClusterSessions:
         self._dirty: dict[str, SessionInfo] = {}
         self._remote: dict[str, RemoteSession] = {}  # followed for subscribers here
         self._flusher: asyncio.Task[None] | None = None
-        self.on_published: list[Callable[[SessionInfo], None]] = []
+        # Set by the wiring: open a session as its owner (the registry's get), and reach
+        # the others.
+        self.claim: Callable[[str], Awaitable[Session]] = _unwired
+        self.forwarder: Forwarder | None = None
 
     # --- opening -------------------------------------------------------------------------
 
@@ -73,6 +89,7 @@ class ClusterSessions:
                                {"sessionId": session_id})
             db = await self._local_copy(path, info)
             db.replicate = partial(self._replicate, lease)
+            info.owner = self.ownership.node_id
         except BaseException:
             await self.ownership.release(session_id)
             raise
@@ -80,28 +97,46 @@ class ClusterSessions:
 
     async def _local_copy(self, path: Path, info: SessionInfo) -> SessionDatabase:
         """The file at ``path`` holding the log up to its head: the one here if it is of
-        this incarnation, else one built from the log."""
-        meta = SessionMeta(info.session_id, info.epoch, info.title, info.agent,
-                           info.metadata, info.created_at)
-        db: SessionDatabase | None = None
-        if path.exists():
-            try:
-                db = await SessionDatabase.open(path, self.durability)
-            except SessionFileError as exc:
-                log.warning("the copy of session %s here cannot be used (%s): rebuilding it"
-                            " from the cluster's log", info.session_id, exc)
-            if db is not None and (db.meta.epoch != info.epoch or db.head_seq > info.head_seq):
-                log.info("the copy of session %s here is of another incarnation: rebuilding"
-                         " it from the cluster's log", info.session_id)
-                await db.close()
-                db = None
-            if db is None:
-                remove_files(path)
-        if db is None:
-            self.metrics.cluster_takeovers += 1
+        this incarnation and not older than what the stream still holds, else one made
+        from the snapshot (if the stream was trimmed) or from the log."""
+        sid = info.session_id
+        meta = SessionMeta(sid, info.epoch, info.title, info.agent, info.metadata,
+                           info.created_at)
+        first = await self.store.first_seq(sid)
+        first = info.head_seq + 1 if first is None else first  # before it: the snapshot only
+        db = await self._usable_copy(path, info, first)
+        if db is not None:
+            if await catch_up(db, self.store, info.head_seq):
+                self.metrics.cluster_takeovers += 1
+            return db
+        self.metrics.cluster_takeovers += 1
+        if first <= 1:
             return await rebuild(path, meta, self.store, info.head_seq, self.durability)
-        if await catch_up(db, self.store, info.head_seq):
-            self.metrics.cluster_takeovers += 1
+        snap = await self.store.snapshot(sid)
+        if snap is None or snap[0] < first - 1:
+            raise InternalError(f"session {sid} cannot be rebuilt: its log was trimmed past"
+                                " its snapshot")
+        return await restore(path, meta, self.store, snap[1], info.head_seq, self.durability)
+
+    async def _usable_copy(self, path: Path, info: SessionInfo,
+                           first: int) -> SessionDatabase | None:
+        """The file here, if it can be caught up from the stream (else it is removed)."""
+        if not path.exists():
+            return None
+        db: SessionDatabase | None = None
+        try:
+            db = await SessionDatabase.open(path, self.durability)
+        except SessionFileError as exc:
+            log.warning("the copy of session %s here cannot be used (%s): making it again"
+                        " from the cluster's log", info.session_id, exc)
+        if db is not None and (db.meta.epoch != info.epoch or db.head_seq > info.head_seq
+                               or db.head_seq < first - 1):
+            log.info("the copy of session %s here is of another incarnation or too old:"
+                     " making it again from the cluster's log", info.session_id)
+            await db.close()
+            db = None
+        if db is None:
+            remove_files(path)
         return db
 
     def _replicate(self, lease: Lease, first_seq: int, events: list[bytes]) -> None:
@@ -112,10 +147,8 @@ class ClusterSessions:
             self.metrics.cluster_store_errors += 1
             raise
 
-    async def remote(self, session_id: str,
-                     claim: Callable[[str], Awaitable[object]]) -> RemoteSession:
-        """The session another replica owns, followed from its log for subscribers here
-        (``claim`` takes it over when it has no owner)."""
+    async def remote(self, session_id: str) -> RemoteSession:
+        """The session another replica owns, followed from its log for subscribers here."""
         feed = self._remote.get(session_id)
         if feed is not None:
             return feed
@@ -124,9 +157,24 @@ class ClusterSessions:
             raise NotFound(f"session {session_id} does not exist", {"sessionId": session_id})
         feed = self._remote.get(session_id)  # another subscriber made it meanwhile
         if feed is None:
-            feed = self._remote[session_id] = RemoteSession(info, self.store, claim,
-                                                            self._followed)
+            feed = self._remote[session_id] = RemoteSession(
+                info, self.store, self.claim, self.old_events, self._followed)
         return feed
+
+    async def old_events(self, session_id: str, after_seq: int,
+                         limit: int) -> list[tuple[int, bytes]]:
+        """Events after ``after_seq`` that the stream no longer holds (trimmed after a
+        snapshot): from the owner's file, this replica's if it can take the session over."""
+        try:
+            session = await self.claim(session_id)
+            return await session.db.read_range(after_seq, limit, PAGE_BYTES)
+        except OwnedElsewhere as moved:
+            assert self.forwarder is not None
+            caller = Caller(CLUSTER_PRINCIPAL, log, "cluster", self.ownership.node_id)
+            answer = await self.forwarder.forward(
+                moved.node, session_id, caller, "session/history",
+                {"sessionId": session_id, "afterSeq": after_seq, "limit": limit})
+            return [(event["seq"], orjson.dumps(event)) for event in answer.value["events"]]
 
     def _followed(self, feed: RemoteSession) -> None:
         if self._remote.get(feed.id) is feed:
@@ -144,8 +192,10 @@ class ClusterSessions:
         return await self.store.create(meta.info(0, meta.created_at))
 
     async def publish(self, db: SessionDatabase, lease: Lease) -> None:
-        """Copy a file just built here into the log, then replicate each later batch."""
+        """Copy a file just built here into the log and the session list (before it is
+        answered: then every replica lists it), then replicate each later batch."""
         await push(db, self.store, lease)
+        await self.store.update(db.meta.info(db.head_seq, db.last_ts))
         self.ownership.hold(lease)
         db.replicate = partial(self._replicate, lease)
 
@@ -155,6 +205,26 @@ class ClusterSessions:
             await self.store.delete(lease)
         except Exception as exc:
             self.metrics.background_failed(log, "removing a session that failed to build", exc)
+
+    async def closed(self, session_id: str, path: Path, head_seq: int) -> None:
+        """An owned session was closed here: its description into Redis, a snapshot if
+        ``cluster.snapshot_after`` events came since the last one (the stream is then
+        trimmed to ``cluster.keep_events``), and its lease back."""
+        config = self.store.config
+        lease = self.ownership.leases.get(session_id)
+        try:
+            await self.flush()
+            if (lease is not None and config.snapshot_after
+                    and head_seq - await self.store.snapshot_seq(session_id)
+                    >= config.snapshot_after):
+                blob = await asyncio.to_thread(snapshot, path)
+                await self.store.save_snapshot(lease, head_seq, blob, config.keep_events)
+                log.info("session %s: a snapshot up to seq %d (%d bytes); its log keeps the"
+                         " last %d events", session_id, head_seq, len(blob), config.keep_events)
+        except Exception as exc:
+            self.metrics.background_failed(log, "snapshotting a closed session", exc)
+        finally:
+            await self.ownership.release(session_id)
 
     async def delete(self, session_id: str) -> None:
         """Remove an owned session from the cluster."""
@@ -174,7 +244,7 @@ class ClusterSessions:
             raise InvalidParams(str(exc), {"param": "cursor"}) from None
         await self.flush()
         found: list[SessionInfo] = []
-        while len(found) < limit:
+        while len(found) <= limit:  # one past the page: whether there is a next one
             ids = await self.store.listed(before, limit + 1)
             if not ids:
                 break

@@ -7,21 +7,31 @@ In cluster mode a replica's file is a local copy that may be behind, missing or 
   session over;
 - :func:`rebuild` makes the file from the log when the replica has none (or one of
   another incarnation of the id);
-- :func:`push` copies a file just built here (a fork, an import) into the log.
+- :func:`push` copies a file just built here (a fork, an import) into the log;
+- :func:`snapshot` makes the compressed copy of a closed file that lets the log be trimmed
+  (Redis memory stays bounded), and :func:`restore` makes a file from it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 
+from server.protocol import InternalError
 from server.redisstore import Lease, RedisStore
 from server.sessionbuild import build_session
 from server.sessiondb import SessionDatabase
-from server.sessionfile import SessionMeta
+from server.sessionfile import (
+    SessionMeta,
+    building_path,
+    move_into_place,
+    remove_files,
+)
 
 PAGE = 1000  # events read from or written to Redis in one call
 
@@ -75,3 +85,39 @@ async def push(db: SessionDatabase, store: RedisStore, lease: Lease) -> None:
         await asyncio.to_thread(store.append, lease, page[0][0], [raw for _, raw in page],
                                 orjson.loads(page[-1][1])["ts"])
         seq = page[-1][0]
+
+
+def snapshot(path: Path) -> bytes:
+    """A compacted, compressed copy of the closed session file ``path`` (blocking: run it
+    in a thread)."""
+    copy = building_path(path).with_suffix(".snap")
+    remove_files(copy)
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            con.execute("VACUUM INTO ?", (str(copy),))
+        con.close()
+        return zlib.compress(copy.read_bytes(), 6)
+    finally:
+        remove_files(copy)
+
+
+async def restore(path: Path, meta: SessionMeta, store: RedisStore, blob: bytes,
+                  head_seq: int, durability: str) -> SessionDatabase:
+    """The session file ``path`` made from a snapshot, then caught up to ``head_seq``."""
+    building = building_path(path)
+    remove_files(building)
+    await asyncio.to_thread(building.write_bytes, zlib.decompress(blob))
+    try:
+        db = await SessionDatabase.open(building, durability)
+        try:
+            if db.meta.epoch != meta.epoch:
+                raise InternalError(f"the snapshot of session {meta.session_id} is of"
+                                    " another incarnation")
+            await catch_up(db, store, head_seq)
+        finally:
+            await db.close()
+        await asyncio.to_thread(move_into_place, building, path, sync=durability == "full")
+    except BaseException:
+        remove_files(building)
+        raise
+    return await SessionDatabase.open(path, durability)

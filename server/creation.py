@@ -59,8 +59,9 @@ class SessionCreation:
 
     def _reserve(self, session_id: str | None) -> str:
         sid = session_id or protocol.new_session_id()
+        # In cluster mode a file here may be a stale copy: the cluster says (claim_new).
         if (sid in self._reserved or sid in self.open or sid in self._deleting
-                or self.catalog.session_path(sid).exists()):
+                or (self.cluster is None and self.catalog.session_path(sid).exists())):
             raise Conflict(f"session {sid} already exists", {"sessionId": sid})
         self._reserved.add(sid)
         return sid
@@ -176,7 +177,10 @@ class SessionCreation:
                     raise
                 raise failure(exc.message) from exc
 
-        lease = None if self.cluster is None else await self.cluster.claim_new(meta)
+        lease = None
+        if self.cluster is not None:
+            lease = await self.cluster.claim_new(meta)
+            remove_files(path)  # a copy of an earlier session of this id, deleted since
         try:
             await self._make_room()
             self._pending_opens += 1

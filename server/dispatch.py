@@ -20,7 +20,7 @@ from typing import Any
 from server import __version__, protocol
 from server.auth import Authenticator, Principal, check_agent_scope
 from server.caller import Caller
-from server.clustererrors import OwnedElsewhere
+from server.clustererrors import OwnedElsewhere, PeerUnreachable
 from server.connection import ClientConnection
 from server.forward import ClusterRoute, Forwarded
 from server.methods import METHODS, AfterReply, Encoder, HubContext
@@ -129,11 +129,23 @@ class Dispatcher:
         if cluster is None or name not in ROUTED:
             return METHODS[name].handler(self.context, caller, Params(params))
         sid = params.get("sessionId") if isinstance(params, dict) else None
-        node = cluster.ownership.remote_owner(sid) if isinstance(sid, str) else None
+        if not isinstance(sid, str) or self.context.sessions.get_open(sid) is not None:
+            # Open here means owned here (a replica steps down as it loses a lease).
+            return METHODS[name].handler(self.context, caller, Params(params))
+        node = cluster.ownership.remote_owner(sid)
         if node is not None and not caller.forwarded:
-            assert isinstance(sid, str)
-            return cluster.forwarder.forward(node, sid, caller, name, params)
+            return self._forward_cached(node, sid, caller, name, params)
         return self._or_forward(caller, name, params)
+
+    async def _forward_cached(self, node: str, sid: str, caller: Caller, name: str,
+                              params: Any) -> Any:
+        """Forward to the owner known from a moment ago; if it cannot be reached (it handed
+        the session over, or died), find out afresh: this replica may own it now."""
+        assert self.cluster is not None
+        try:
+            return await self.cluster.forwarder.forward(node, sid, caller, name, params)
+        except PeerUnreachable:
+            return await self._or_forward(caller, name, params)
 
     async def _or_forward(self, caller: Caller, name: str, params: Any) -> Any:
         """Run the method here, or where its session is owned (cluster mode)."""

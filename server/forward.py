@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from server import protocol
 from server.caller import Caller
+from server.clustererrors import PeerUnreachable
 from server.jsonrpc import JsonRpcPeer
 from server.metrics import Metrics
 from server.ownership import Ownership
-from server.protocol import Overloaded
 
 log = logging.getLogger("axtui.cluster")
 
 CONNECT_TIMEOUT = 3.0  # seconds to reach a peer
-FORWARD_TIMEOUT = 30.0  # seconds a forwarded request may take (a state/query has 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +83,13 @@ class Peer:
 class Forwarder:
     """The connections to the other replicas, opened as requests need them."""
 
-    def __init__(self, ownership: Ownership, secret: str, metrics: Metrics) -> None:
+    def __init__(self, ownership: Ownership, secret: str, metrics: Metrics,
+                 timeout: float) -> None:
         self.ownership = ownership
         self.secret = secret
         self.metrics = metrics
+        self.timeout = timeout  # seconds a forwarded request may take (an owner paused
+        # past its lease must not hold the client longer than a take-over takes)
         self._peers: dict[str, Peer] = {}
         self._connecting: dict[str, asyncio.Future[Peer]] = {}
 
@@ -105,10 +107,11 @@ class Forwarder:
                 "principal": {"name": principal.name, "role": principal.role.label,
                               "kind": principal.kind},
                 "client": {"kind": caller.client_kind, "name": caller.client_name},
-            }), FORWARD_TIMEOUT)
-        except (OSError, ConnectionError, TimeoutError, ConnectionClosed) as exc:
+            }), self.timeout)
+        except (OSError, ConnectionError, TimeoutError, ConnectionClosed,
+                InvalidHandshake) as exc:  # a peer dying as it is reached
             self.ownership.forget_owner(session_id)
-            raise Overloaded(f"session {session_id} is served by replica {node}, which"
+            raise PeerUnreachable(f"session {session_id} is served by replica {node}, which"
                              f" cannot be reached ({exc}); try again",
                              {"sessionId": session_id}) from None
         return Forwarded(result)

@@ -311,7 +311,8 @@ def check_recorded_event(value: object, seq: int) -> dict[str, Any]:
     source = value.get("source")
     if (not isinstance(source, dict) or source.get("kind") not in SOURCE_KINDS
             or not isinstance(source.get("name"), str)):
-        raise InvalidParams("source must be an object with kind (client, agent or hub) and name")
+        raise InvalidParams("source must be an object with kind (client, agent, hub or"
+                            " webhook) and name")
     if not isinstance(value.get("data"), dict):
         raise InvalidParams("data must be an object")
     for name in ("turnId", "idempotencyKey"):
@@ -580,10 +581,11 @@ class SessionInfo:
     created_at: int = 0
     updated_at: int = 0
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    owner: str | bool | None = False  # cluster mode: the owner's node id (None: nobody)
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form."""
-        return {
+        """The wire form (with ``owner`` in cluster mode)."""
+        wire = {
             "sessionId": self.session_id,
             "title": self.title,
             "agent": self.agent,
@@ -594,3 +596,4 @@ class SessionInfo:
             "updatedAt": self.updated_at,
             "metadata": self.metadata,
         }
+        return wire if self.owner is False else {**wire, "owner": self.owner}

@@ -37,12 +37,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from server.clusterconfig import ClusterConfig
 from server.clustererrors import Fenced, StoreUnavailable
+from server.events import AgentState
 from server.protocol import Conflict, SessionInfo
 
 log = logging.getLogger("axtui.cluster")
 
 SESSIONS_KEY = "ax:sessions"
+ACTIVE_KEY = "ax:active"  # sessions whose agent was running or idle: taken over if orphaned
 WATCH_CHANNEL = "ax:watch"
+MAX_CONNECTIONS = 32  # the event loop's connections to Redis (besides followers')
 SOCKET_TIMEOUT = 2.0  # seconds a Redis call may take before the store counts as unreachable
 
 
@@ -59,6 +62,11 @@ def meta_key(session_id: str) -> str:
 def owner_key(session_id: str) -> str:
     """The lease of a session's owner."""
     return f"ax:{{{session_id}}}:owner"
+
+
+def snapshot_key(session_id: str) -> str:
+    """A compressed copy of the session's file, covering the log up to meta's snap_seq."""
+    return f"ax:{{{session_id}}}:snap"
 
 
 def node_key(node_id: str) -> str:
@@ -106,10 +114,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: log, meta, owner. ARGV: token.
+# KEYS: log, meta, owner, snapshot. ARGV: token.
 _DELETE = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('FENCED') end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 1
+"""
+
+# KEYS: log, meta, owner, snapshot. ARGV: token, seq covered, blob, first seq kept.
+_SNAPSHOT = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('FENCED') end
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[2], 'snap_seq', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4] .. '-0')
 return 1
 """
 
@@ -154,12 +171,18 @@ class RedisStore:
         # The writer threads append with the blocking client (one pool, thread-safe); the
         # event loop does everything else with the asyncio one.
         self.sync = redis.Redis.from_url(config.redis, **options)
-        self.aio = aioredis.Redis.from_url(config.redis, **options)
+        # The event loop's calls share a bounded pool: a burst (every session closing at
+        # a stop) waits for a connection instead of opening thousands. Followers block in
+        # XREAD for up to a second each, so they have a pool of their own.
+        self.aio = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            config.redis, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT, **options))
+        self.follow = aioredis.Redis.from_url(config.redis, **options)
         self._append = self.sync.register_script(_APPEND)
         self._create = self.aio.register_script(_CREATE)
         self._renew = self.aio.register_script(_RENEW)
         self._release = self.aio.register_script(_RELEASE)
         self._delete = self.aio.register_script(_DELETE)
+        self._snapshot = self.aio.register_script(_SNAPSHOT)
 
     async def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers."""
@@ -171,6 +194,7 @@ class RedisStore:
     async def close(self) -> None:
         """Close both connection pools."""
         await self.aio.aclose()
+        await self.follow.aclose()
         self.sync.close()
 
     def new_token(self) -> str:
@@ -211,6 +235,51 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from None
         return [(int(entry_id.split(b"-")[0]), fields[b"e"]) for entry_id, fields in entries]
 
+    # --- snapshots (bounded memory) -----------------------------------------------------
+
+    async def save_snapshot(self, lease: Lease, seq: int, blob: bytes, keep: int) -> None:
+        """Store ``blob`` as the session's snapshot up to ``seq`` and trim the stream to
+        the events after ``seq - keep`` (the owner's call)."""
+        sid = lease.session_id
+        try:
+            await self._snapshot(keys=[log_key(sid), meta_key(sid), owner_key(sid),
+                                       snapshot_key(sid)],
+                                 args=[lease.token, seq, blob, max(1, seq - keep + 1)])
+        except ResponseError as exc:
+            if str(exc).startswith("FENCED"):
+                raise Fenced(sid) from None
+            raise
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+    async def snapshot_seq(self, session_id: str) -> int:
+        """The seq the session's snapshot covers (0: it has none)."""
+        try:
+            seq: Any = await self.aio.hget(meta_key(session_id), "snap_seq")
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return int(seq or 0)
+
+    async def snapshot(self, session_id: str) -> tuple[int, bytes] | None:
+        """The session's snapshot and the seq it covers, if it has one."""
+        try:
+            async with self.aio.pipeline(transaction=True) as pipe:
+                pipe.hget(meta_key(session_id), "snap_seq")
+                pipe.get(snapshot_key(session_id))
+                seq, blob = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return None if blob is None else (int(seq or 0), blob)
+
+    async def first_seq(self, session_id: str) -> int | None:
+        """The seq of the stream's first entry (what was trimmed lies before it), ``None``
+        for an empty stream."""
+        try:
+            first: Any = await self.aio.xrange(log_key(session_id), "-", "+", count=1)
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return int(first[0][0].split(b"-")[0]) if first else None
+
     # --- sessions --------------------------------------------------------------------------
 
     async def create(self, info: SessionInfo) -> Lease:
@@ -230,25 +299,43 @@ class RedisStore:
         return lease
 
     async def describe(self, session_id: str) -> SessionInfo | None:
-        """A session's description, or ``None`` if the cluster has no such session."""
-        try:
-            meta: Any = await self.aio.hgetall(meta_key(session_id))
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
-        return info_from_meta(session_id, meta)
+        """A session's description (with its owner), or ``None`` if the cluster has no
+        such session."""
+        found = await self.describe_many([session_id])
+        return found[0] if found else None
 
     async def describe_many(self, session_ids: Iterable[str]) -> list[SessionInfo]:
-        """The descriptions of sessions that exist, in the order given."""
+        """The descriptions (with their owners) of sessions that exist, in the order given."""
         ids = list(session_ids)
         try:
             async with self.aio.pipeline(transaction=False) as pipe:
                 for sid in ids:
                     pipe.hgetall(meta_key(sid))
-                metas = await pipe.execute()
+                    pipe.get(owner_key(sid))
+                replies = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
-        return [info for sid, meta in zip(ids, metas, strict=True)
-                if (info := info_from_meta(sid, meta)) is not None]
+        found = []
+        for index, sid in enumerate(ids):
+            info = info_from_meta(sid, replies[2 * index])
+            if info is not None:
+                token = replies[2 * index + 1]
+                info.owner = None if token is None else token.decode().split("/", 1)[0]
+                found.append(info)
+        return found
+
+    async def orphans(self) -> list[str]:
+        """Sessions whose agent was active (``ax:active``) and that nobody owns."""
+        try:
+            active: Any = await self.aio.smembers(ACTIVE_KEY)
+            ids = sorted(member.decode() for member in active)
+            async with self.aio.pipeline(transaction=False) as pipe:
+                for sid in ids:
+                    pipe.exists(owner_key(sid))
+                owned = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return [sid for sid, held in zip(ids, owned, strict=True) if not held]
 
     async def update(self, info: SessionInfo) -> None:
         """Record a session's title, agent state and activity in its description, and its
@@ -260,6 +347,10 @@ class RedisStore:
                     "title": info.title,
                 })
                 pipe.zadd(SESSIONS_KEY, {info.session_id: info.updated_at})
+                if AgentState(info.agent_state).active:
+                    pipe.sadd(ACTIVE_KEY, info.session_id)
+                else:
+                    pipe.srem(ACTIVE_KEY, info.session_id)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
@@ -287,9 +378,10 @@ class RedisStore:
         """Remove a session's log, description and lease (the owner's call)."""
         sid = lease.session_id
         try:
-            await self._delete(keys=[log_key(sid), meta_key(sid), owner_key(sid)],
-                               args=[lease.token])
+            await self._delete(keys=[log_key(sid), meta_key(sid), owner_key(sid),
+                                     snapshot_key(sid)], args=[lease.token])
             await self.aio.zrem(SESSIONS_KEY, sid)
+            await self.aio.srem(ACTIVE_KEY, sid)
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise Fenced(sid) from None

@@ -212,7 +212,7 @@ class SessionRegistry(SessionCreation):
         try:
             return await self.get(session_id)
         except OwnedElsewhere:
-            return await self.cluster.remote(session_id, self.get)
+            return await self.cluster.remote(session_id)
 
     async def info(self, session_id: str) -> SessionInfo:
         """A session's description without opening it."""
@@ -285,6 +285,8 @@ class SessionRegistry(SessionCreation):
         db.sql_timeout = self.config.query_timeout
         db.file_guard.watch(partial(self._file_gone, db))
         info = meta.info(db.head_seq, db.last_ts)
+        if self.cluster is not None:
+            info.owner = self.cluster.ownership.node_id
         try:
             await self.catalog.put(info, dirty=True)
         except BaseException:  # not in the catalog: it must not be found at the next start
@@ -301,6 +303,8 @@ class SessionRegistry(SessionCreation):
         """A batch of ``session`` was not stored: if the cluster fenced it off (another
         replica owns the session now), this replica steps down from it."""
         if isinstance(error, Fenced) and self.open.get(session.id) is session:
+            log.warning("session %s is owned by another replica now (a write was fenced"
+                        " off): stepping down", session.id)
             self.step_down(session.id)
 
     def step_down(self, session_id: str) -> None:
@@ -359,8 +363,7 @@ class SessionRegistry(SessionCreation):
         try:
             await session.close()
             if self.cluster is not None:
-                await self.cluster.flush()
-                await self.cluster.ownership.release(session.id)
+                await self.cluster.closed(session.id, session.db.path, session.info.head_seq)
             try:
                 await self.catalog.update_heads([session.info], dirty=False)
             except Exception:

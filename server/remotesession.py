@@ -28,6 +28,8 @@ from server.sessions import BACKLOG_EVENTS, TAIL_EVENTS, Subscription, fan_out, 
 
 log = logging.getLogger("axtui.cluster")
 
+OldEvents = Callable[[str, int, int], Awaitable[list[tuple[int, bytes]]]]
+
 BLOCK_MS = 1000  # how long one XREAD waits for new entries
 RETRY = 0.5  # seconds before following again after Redis failed
 
@@ -36,13 +38,14 @@ class RemoteSession:
     """A session owned by another replica, as its subscribers here see it."""
 
     def __init__(self, info: SessionInfo, store: RedisStore,
-                 claim: Callable[[str], Awaitable[Any]],
+                 claim: Callable[[str], Awaitable[Any]], old_events: OldEvents,
                  on_done: Callable[[RemoteSession], None]) -> None:
         self.info = info
         self.store = store
         self.subscribers: set[Subscription] = set()
         self.db = self  # what a subscription reads its backlog from (read_range)
         self._claim = claim  # take the session over (no owner): the registry's get
+        self._old_events = old_events  # what the stream no longer holds (trimmed)
         self._on_done = on_done
         self._tail: deque[tuple[int, bytes]] = deque(maxlen=TAIL_EVENTS)
         self._follower = asyncio.create_task(self._follow(), name=f"follow {info.session_id}")
@@ -54,8 +57,11 @@ class RemoteSession:
 
     async def read_range(self, after_seq: int, limit: int,
                          max_bytes: int) -> list[tuple[int, bytes]]:
-        """Events after ``after_seq`` from the stream (a subscription's catch-up)."""
+        """Events after ``after_seq`` from the stream (a subscription's catch-up), or from
+        the owner's file for those trimmed from it."""
         events = await self.store.read(self.id, after_seq, limit)
+        if (events[0][0] if events else self.info.head_seq + 1) > after_seq + 1:
+            events = await self._old_events(self.id, after_seq, limit)
         return next(pages(events, max_bytes), [])
 
     def tail_from(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]] | None:
@@ -74,7 +80,7 @@ class RemoteSession:
         try:
             while idle < 2:
                 try:
-                    got: Any = await self.store.aio.xread(
+                    got: Any = await self.store.follow.xread(
                         {key: f"{self.info.head_seq}-0"}, count=BACKLOG_EVENTS, block=BLOCK_MS)
                 except Exception as exc:  # Redis away, or redis-py's own errors: again
                     log.warning("following session %s: %s", self.id, exc)
@@ -109,7 +115,7 @@ class RemoteSession:
                     sub.stop()
                     sub.sink.subscription_ended(self.id, frame)
                 return False
-            if await self.store.owner(self.id) is None:
+            if info.owner is None:
                 await self._claim(self.id)
         except Exception as exc:
             log.info("checking session %s: %s", self.id, exc)

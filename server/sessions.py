@@ -203,6 +203,9 @@ class Subscription:
                 page = session.tail_from(self.next_seq, size)
                 if page is None:
                     page = await session.db.read_range(self.next_seq - 1, BACKLOG_EVENTS, size)
+                    # What lies past the head (stored, not yet handed over: a commit
+                    # finishing, a stream read ahead of its follower) comes live.
+                    page = [event for event in page if event[0] <= session.info.head_seq]
                 if not page:
                     raise InternalError(f"events from seq {self.next_seq} are missing")
                 self._send(page)

@@ -36,8 +36,8 @@ def build_hub(config: Config) -> Hub:
     if config.cluster is not None:
         from server.cluster import build_cluster  # redis: imported only in cluster mode
 
-        cluster = build_cluster(config.cluster, config.hub.durability, metrics, sessions,
-                                supervisor, auth, dispatcher, watch)
+        cluster = build_cluster(config.cluster, config.hub.durability, config.hub.query_timeout,
+                                metrics, sessions, supervisor, auth, dispatcher, watch)
     http = None
     if config.hub.http_port is not None:
         from server.httpapi import HttpApi  # aiohttp: imported only when it serves

@@ -8,7 +8,7 @@ import pytest
 
 from axtui.client import HubAuthError, HubClient, HubUnavailable
 from server.hub import Hub
-from server.protocol import CannotResume, Forbidden, NotFound
+from server.protocol import CannotResume, Forbidden, NotFound, Overloaded
 from tests.conftest import HubFactory, restart
 
 
@@ -137,3 +137,25 @@ async def test_publish_with_key_is_retried_across_reconnect(hub_factory: HubFact
         again = await client.publish("k", "note", {"x": 1}, idempotency_key="once")
         assert again == {**ack, "duplicate": True}
         assert (await client.get_session("k"))["headSeq"] == 2
+
+
+async def test_keyed_publish_is_retried_while_the_hub_says_try_again(hub: Hub,
+                                                                     client: HubClient) -> None:
+    """A keyed publish refused with -32029 (here: the hub stopping) is sent again until it
+    lands, and is stored once; an unkeyed one fails at once."""
+    await client.create_session(sessionId="busy")
+    hub.dispatcher.stopping = True
+    refused = hub.metrics.overloaded + hub.metrics.errors
+    with pytest.raises(Overloaded):
+        await client.publish("busy", "user.message", {"text": "unkeyed"})
+    task = asyncio.create_task(client.publish("busy", "user.message", {"text": "keyed"},
+                                              idempotency_key="k-1"))
+    async with asyncio.timeout(5):
+        while hub.metrics.errors < refused + 3:  # refused more than once: it was retried
+            await asyncio.sleep(0.01)
+    assert not task.done()
+    hub.dispatcher.stopping = False
+    ack = await asyncio.wait_for(task, 5)
+    assert ack == {"seq": 2, "ts": ack["ts"], "duplicate": False}
+    events = (await client.history("busy", types=["user.*"]))["events"]
+    assert [e["data"]["text"] for e in events] == ["keyed"]

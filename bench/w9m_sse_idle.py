@@ -1,4 +1,4 @@
-"""W10 SSE idle: the hub's memory with 1,000 open, idle Server-Sent Events streams.
+"""W9m SSE idle: the hub's memory with 1,000 open, idle Server-Sent Events streams.
 
 A fresh hub, 10 sessions created (``session_idle_close`` is raised so that none closes
 during the run), and one stream opened, read and closed, so that what the first stream
@@ -143,7 +143,7 @@ def _until_streams(hub: HubUnderTest, count: int) -> None:
 async def _create(url: str) -> dict[str, int]:
     """``SESSIONS`` sessions: their ids and head seqs."""
     async with HubClient(url, kind="bench", reconnect=False) as hub:
-        made = [await hub.create_session(title=f"W10 {n}") for n in range(SESSIONS)]
+        made = [await hub.create_session(title=f"W9m {n}") for n in range(SESSIONS)]
     return {s["sessionId"]: s["headSeq"] for s in made}
 
 
@@ -160,7 +160,7 @@ def _receive(conn: Connection, what: str) -> Any:
 
 
 def run(workdir: Path, *, quick: bool) -> WorkloadResult:
-    """Run W10 on a fresh hub under ``workdir``."""
+    """Run W9m on a fresh hub under ``workdir``."""
     count = QUICK_STREAMS if quick else STREAMS
     want_fds = count + 1000
     details: dict[str, Any] = {"streams": count, "sessions": SESSIONS,
@@ -208,7 +208,7 @@ def run(workdir: Path, *, quick: bool) -> WorkloadResult:
         problems.append(f"{out['error_count']} streams failed, e.g. {out['errors'][0]}")
     idle, busy = details["idle"]["rss_mb"], details["streams_open"]["rss_mb"]
     details["per_stream_kb"] = (busy - idle) * MB / count / 1000
-    return WorkloadResult("W10", f"{count:,} idle SSE streams", [
+    return WorkloadResult("W9m", f"{count:,} idle SSE streams", [
         Figure("RSS, idle hub", idle, "MB"),
         Figure(f"RSS with {count:,} streams", busy, "MB"),
         at_most("above the idle hub", busy - idle, "MB", TARGET_MB),
