@@ -74,8 +74,12 @@ def node_key(node_id: str) -> str:
     return f"ax:node:{node_id}"
 
 
+# Every script starts with a shebang (Redis 7.0 and Valkey): such a script is refused
+# whole when Redis is out of memory, never cut off after some of its writes (a script
+# without one checks memory at each write, and Redis never undoes the ones before).
+
 # KEYS: log, owner, meta. ARGV: token, first seq, updated_at ("" to keep), events...
-_APPEND = """
+_APPEND = """#!lua
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 local head = tonumber(redis.call('HGET', KEYS[3], 'head_seq') or '0')
 local first = tonumber(ARGV[2])
@@ -90,7 +94,7 @@ return last
 """
 
 # KEYS: owner, meta. ARGV: token, lease ms, then the meta hash's fields and values.
-_CREATE = """
+_CREATE = """#!lua
 if redis.call('EXISTS', KEYS[2]) == 1 then return redis.error_reply('CONFLICT') end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.error_reply('CONFLICT')
@@ -100,7 +104,7 @@ return 1
 """
 
 # KEYS: owner. ARGV: token, lease ms. 1 if still held (and renewed), else 0.
-_RENEW = """
+_RENEW = """#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -109,20 +113,20 @@ return 0
 """
 
 # KEYS: owner. ARGV: token.
-_RELEASE = """
+_RELEASE = """#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 # KEYS: log, meta, owner, snapshot. ARGV: token.
-_DELETE = """
+_DELETE = """#!lua
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
 
 # KEYS: log, meta, owner, snapshot. ARGV: token, seq covered, blob, first seq kept.
-_SNAPSHOT = """
+_SNAPSHOT = """#!lua
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 redis.call('SET', KEYS[4], ARGV[3])
 redis.call('HSET', KEYS[2], 'snap_seq', ARGV[2])
@@ -221,7 +225,7 @@ class RedisStore:
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise Fenced(sid) from None
-            raise
+            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
 
@@ -248,7 +252,7 @@ class RedisStore:
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise Fenced(sid) from None
-            raise
+            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
 
@@ -293,7 +297,7 @@ class RedisStore:
             if str(exc).startswith("CONFLICT"):
                 raise Conflict(f"session {info.session_id} already exists",
                                {"sessionId": info.session_id}) from None
-            raise
+            raise StoreUnavailable(str(exc)) from None
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
         return lease
@@ -385,7 +389,7 @@ class RedisStore:
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
                 raise Fenced(sid) from None
-            raise
+            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
         except RedisError as exc:
             raise StoreUnavailable(str(exc)) from None
 

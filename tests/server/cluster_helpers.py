@@ -155,3 +155,8 @@ def three(cluster: Cluster) -> list[HubProcess]:
     with ThreadPoolExecutor(3) as pool:
         started = list(pool.map(lambda _: cluster.start(), range(3)))
     return sorted(started, key=lambda replica: replica.data_dir.name)
+
+
+def log_tails(replicas: list[HubProcess], chars: int = 2000) -> str:
+    """The end of each replica's log, for a failure message."""
+    return "\n".join(f"--- {r.data_dir.name}:\n{r.stderr[-chars:]}" for r in replicas)

@@ -32,7 +32,7 @@ from axtui.client import HubClient, Subscription
 from bench.redis_peer import RedisServer
 from server.protocol import ProtocolError
 from server.redisstore import log_key, owner_key
-from tests.server.cluster_helpers import ADMIN, LEASE, Cluster, cluster, redis_server  # noqa: F401
+from tests.server.cluster_helpers import ADMIN, LEASE, Cluster, cluster, log_tails, redis_server  # noqa: F401
 from tests.server.hubproc import HubProcess
 
 ROUNDS = 10  # owner kills in test_owner_kill_under_load
@@ -571,8 +571,12 @@ async def test_rolling_restart_loses_and_doubles_nothing(cluster: Cluster) -> No
             stopping = time.monotonic()
             code = await asyncio.to_thread(old.wait, 15.0)
             exited = time.monotonic() - stopping
-            await eventually(functools.partial(progressed, publishers, stopping), 30,
-                             f"publishes acknowledged after {node_of(old)} stopped")
+            try:
+                await eventually(functools.partial(progressed, publishers, stopping), 30,
+                                 f"publishes acknowledged after {node_of(old)} stopped")
+            except AssertionError as exc:  # say who is stuck, and what the replicas logged
+                stuck = [(p.name, p.acks_since(stopping), p.errors[-2:]) for p in publishers]
+                raise AssertionError(f"{exc}: {stuck}\n{log_tails([old, *slots])}") from None
             for p in publishers:
                 await p.pause()
                 acked |= p.acked

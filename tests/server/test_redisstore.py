@@ -110,3 +110,19 @@ async def test_an_unreachable_store_says_so(redis_server: RedisServer) -> None: 
     with pytest.raises(StoreUnavailable):
         await store.describe("s")
     await store.close()
+
+
+async def test_a_full_redis_refuses_the_append_as_try_again(
+        stores: tuple[RedisStore, RedisStore]) -> None:
+    """Redis at maxmemory (noeviction) refuses the write: StoreUnavailable (-32029), and
+    nothing is stored."""
+    a, _ = stores
+    lease = await a.create(info("s"))
+    await a.aio.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await append(a, lease, 1, [b'{"seq":1}', b'{"seq":2}', b'{"seq":3}'], None)
+        assert "maxmemory" in caught.value.message
+    finally:
+        await a.aio.config_set("maxmemory", "0")
+    assert await a.read("s", 0) == []
