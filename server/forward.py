@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -91,7 +92,7 @@ class Forwarder:
         self.timeout = timeout  # seconds a forwarded request may take (an owner paused
         # past its lease must not hold the client longer than a take-over takes)
         self._peers: dict[str, Peer] = {}
-        self._connecting: dict[str, asyncio.Future[Peer]] = {}
+        self._connecting: dict[str, asyncio.Task[Peer]] = {}
 
     async def forward(self, node: str, session_id: str, caller: Caller, method: str,
                       params: Any) -> Forwarded:
@@ -112,8 +113,8 @@ class Forwarder:
                 InvalidHandshake) as exc:  # a peer dying as it is reached
             self.ownership.forget_owner(session_id)
             raise PeerUnreachable(f"session {session_id} is served by replica {node}, which"
-                             f" cannot be reached ({exc}); try again",
-                             {"sessionId": session_id}) from None
+                                  f" cannot be reached ({exc}); try again",
+                                  {"sessionId": session_id}) from None
         return Forwarded(result)
 
     async def _peer(self, node: str) -> Peer:
@@ -121,21 +122,18 @@ class Forwarder:
         if peer is not None and peer.alive:
             return peer
         pending = self._connecting.get(node)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
-        self._connecting[node] = fut
-        try:
-            peer = await self._connect(node)
-            self._peers[node] = peer
-            fut.set_result(peer)
-            return peer
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()
-            raise
-        finally:
+        if pending is None:
+            # Its own task: a request cancelled meanwhile must not cancel the others'.
+            pending = self._connecting[node] = asyncio.create_task(self._connect(node),
+                                                                   name=f"connect {node}")
+            pending.add_done_callback(partial(self._connected, node))
+        return await asyncio.shield(pending)
+
+    def _connected(self, node: str, task: asyncio.Task[Peer]) -> None:
+        if self._connecting.get(node) is task:
             del self._connecting[node]
+        if not task.cancelled() and task.exception() is None:
+            self._peers[node] = task.result()
 
     async def _connect(self, node: str) -> Peer:
         url = await self.ownership.store.address(node)
@@ -145,10 +143,10 @@ class Forwarder:
                            additional_headers={"Authorization": f"Bearer {self.secret}"})
         peer = Peer(node, ws)
         try:
-            await peer.rpc.request("initialize", {
+            await asyncio.wait_for(peer.rpc.request("initialize", {
                 "protocolVersion": protocol.PROTOCOL_VERSION,
                 "clientInfo": {"name": self.ownership.node_id, "kind": "cluster"},
-            })
+            }), CONNECT_TIMEOUT)
         except BaseException:
             await peer.close()
             raise

@@ -24,9 +24,10 @@ committed to the file only once Redis has it (see :mod:`server.sessiondb`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,21 @@ return 1
 """
 
 
+@contextlib.contextmanager
+def _store_errors(fenced_session: str | None = None) -> Iterator[None]:
+    """Redis's errors as the hub's: a refused append or snapshot of ``fenced_session`` is
+    :class:`Fenced`; anything else (unreachable, out of memory, read-only) is
+    :class:`StoreUnavailable` (-32029: try again)."""
+    try:
+        yield
+    except ResponseError as exc:
+        if fenced_session is not None and str(exc).startswith("FENCED"):
+            raise Fenced(fenced_session) from None
+        raise StoreUnavailable(str(exc)) from None
+    except RedisError as exc:
+        raise StoreUnavailable(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A session's lease held by this replica: the token the store checks every write by."""
@@ -190,10 +206,8 @@ class RedisStore:
 
     async def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers."""
-        try:
+        with _store_errors():
             await self.aio.ping()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def close(self) -> None:
         """Close both connection pools."""
@@ -213,7 +227,7 @@ class RedisStore:
         call). Raises :class:`Fenced` if the lease is lost or the head moved, and
         :class:`StoreUnavailable` if Redis cannot be reached."""
         sid = lease.session_id
-        try:
+        with _store_errors(sid):
             self._append(keys=[log_key(sid), owner_key(sid), meta_key(sid)],
                          args=[lease.token, first_seq, "" if updated_at is None else updated_at,
                                *events])
@@ -222,21 +236,13 @@ class RedisStore:
                 if acked < self.config.wait_replicas:
                     raise StoreUnavailable(f"{acked} of {self.config.wait_replicas} Redis"
                                            " replicas took the write in time")
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(sid) from None
-            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def read(self, session_id: str, after_seq: int,
                    count: int = 1000) -> list[tuple[int, bytes]]:
         """Up to ``count`` events after ``after_seq``, as ``(seq, raw)``."""
-        try:
+        with _store_errors():
             entries: Any = await self.aio.xrange(log_key(session_id), f"({after_seq}-0", "+",
                                                  count=count)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return [(int(entry_id.split(b"-")[0]), fields[b"e"]) for entry_id, fields in entries]
 
     # --- snapshots (bounded memory) -----------------------------------------------------
@@ -245,43 +251,31 @@ class RedisStore:
         """Store ``blob`` as the session's snapshot up to ``seq`` and trim the stream to
         the events after ``seq - keep`` (the owner's call)."""
         sid = lease.session_id
-        try:
+        with _store_errors(sid):
             await self._snapshot(keys=[log_key(sid), meta_key(sid), owner_key(sid),
                                        snapshot_key(sid)],
                                  args=[lease.token, seq, blob, max(1, seq - keep + 1)])
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(sid) from None
-            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def snapshot_seq(self, session_id: str) -> int:
         """The seq the session's snapshot covers (0: it has none)."""
-        try:
+        with _store_errors():
             seq: Any = await self.aio.hget(meta_key(session_id), "snap_seq")
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return int(seq or 0)
 
     async def snapshot(self, session_id: str) -> tuple[int, bytes] | None:
         """The session's snapshot and the seq it covers, if it has one."""
-        try:
+        with _store_errors():
             async with self.aio.pipeline(transaction=True) as pipe:
                 pipe.hget(meta_key(session_id), "snap_seq")
                 pipe.get(snapshot_key(session_id))
                 seq, blob = await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return None if blob is None else (int(seq or 0), blob)
 
     async def first_seq(self, session_id: str) -> int | None:
         """The seq of the stream's first entry (what was trimmed lies before it), ``None``
         for an empty stream."""
-        try:
+        with _store_errors():
             first: Any = await self.aio.xrange(log_key(session_id), "-", "+", count=1)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return int(first[0][0].split(b"-")[0]) if first else None
 
     # --- sessions --------------------------------------------------------------------------
@@ -311,14 +305,12 @@ class RedisStore:
     async def describe_many(self, session_ids: Iterable[str]) -> list[SessionInfo]:
         """The descriptions (with their owners) of sessions that exist, in the order given."""
         ids = list(session_ids)
-        try:
+        with _store_errors():
             async with self.aio.pipeline(transaction=False) as pipe:
                 for sid in ids:
                     pipe.hgetall(meta_key(sid))
                     pipe.get(owner_key(sid))
                 replies = await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         found = []
         for index, sid in enumerate(ids):
             info = info_from_meta(sid, replies[2 * index])
@@ -330,21 +322,19 @@ class RedisStore:
 
     async def orphans(self) -> list[str]:
         """Sessions whose agent was active (``ax:active``) and that nobody owns."""
-        try:
+        with _store_errors():
             active: Any = await self.aio.smembers(ACTIVE_KEY)
             ids = sorted(member.decode() for member in active)
             async with self.aio.pipeline(transaction=False) as pipe:
                 for sid in ids:
                     pipe.exists(owner_key(sid))
                 owned = await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return [sid for sid, held in zip(ids, owned, strict=True) if not held]
 
     async def update(self, info: SessionInfo) -> None:
         """Record a session's title, agent state and activity in its description, and its
         place in the session list (its head is the log's business)."""
-        try:
+        with _store_errors():
             async with self.aio.pipeline(transaction=False) as pipe:
                 pipe.hset(meta_key(info.session_id), mapping={
                     "agent_state": info.agent_state, "updated_at": info.updated_at,
@@ -356,20 +346,16 @@ class RedisStore:
                 else:
                     pipe.srem(ACTIVE_KEY, info.session_id)
                 await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def listed(self, before: tuple[int, str] | None, limit: int) -> list[str]:
         """Session ids, most recently updated first, after the cursor ``before``
         (``(updated_at, session_id)`` of the last one of the previous page)."""
         top = "+inf" if before is None else before[0]
-        try:
+        with _store_errors():
             # Ties of one score come back in reverse lexical order; those at the cursor's
             # score up to its id were on the last page.
             rows: Any = await self.aio.zrevrangebyscore(SESSIONS_KEY, top, "-inf", start=0,
                                                    num=limit + 64, withscores=True)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         ids = []
         for member, score in rows:
             sid = member.decode()
@@ -381,77 +367,57 @@ class RedisStore:
     async def delete(self, lease: Lease) -> None:
         """Remove a session's log, description and lease (the owner's call)."""
         sid = lease.session_id
-        try:
+        with _store_errors(sid):
             await self._delete(keys=[log_key(sid), meta_key(sid), owner_key(sid),
                                      snapshot_key(sid)], args=[lease.token])
             await self.aio.zrem(SESSIONS_KEY, sid)
             await self.aio.srem(ACTIVE_KEY, sid)
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(sid) from None
-            raise StoreUnavailable(str(exc)) from None  # OOM, a read-only replica...
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     # --- leases ----------------------------------------------------------------------------
 
     async def acquire(self, session_id: str) -> Lease | None:
         """The session's lease if nobody holds it (``None`` if another replica does)."""
         lease = Lease(session_id, self.new_token())
-        try:
+        with _store_errors():
             taken = await self.aio.set(owner_key(session_id), lease.token, nx=True,
                                        px=self.lease_ms)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return lease if taken else None
 
     async def renew(self, leases: Sequence[Lease]) -> list[bool]:
         """Renew leases; for each whether it is still held."""
-        try:
+        with _store_errors():
             async with self.aio.pipeline(transaction=False) as pipe:
                 for lease in leases:
                     await self._renew(keys=[owner_key(lease.session_id)],
                                       args=[lease.token, self.lease_ms], client=pipe)
                 results = await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return [bool(r) for r in results]
 
     async def release(self, lease: Lease) -> None:
         """Give a lease back (a graceful hand-over), if still held."""
-        try:
+        with _store_errors():
             await self._release(keys=[owner_key(lease.session_id)], args=[lease.token])
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def owner(self, session_id: str) -> str | None:
         """The node id of the session's owner, or ``None`` while nobody holds it."""
-        try:
+        with _store_errors():
             token: Any = await self.aio.get(owner_key(session_id))
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return None if token is None else str(token.decode()).split("/", 1)[0]
 
     # --- replicas --------------------------------------------------------------------------
 
     async def announce(self, advertise: str) -> None:
         """Say where this replica is reached, for 3 leases (renewed with the leases)."""
-        try:
+        with _store_errors():
             await self.aio.set(node_key(self.node_id), advertise, px=3 * self.lease_ms)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
 
     async def address(self, node_id: str) -> str | None:
         """Where replica ``node_id`` is reached, if it is alive."""
-        try:
+        with _store_errors():
             url: Any = await self.aio.get(node_key(node_id))
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
         return None if url is None else str(url.decode())
 
     async def publish_change(self, session_id: str) -> None:
         """Tell every replica that a session's description changed (they read it)."""
-        try:
+        with _store_errors():
             await self.aio.publish(WATCH_CHANNEL, session_id)
-        except RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None

@@ -71,7 +71,7 @@ class SessionRegistry(SessionCreation):
         self.on_changed: list[Callable[[SessionInfo], None]] = []
         self.on_deleted: list[Callable[[str], None]] = []
         self.open: dict[str, Session] = {}
-        self._opening: dict[str, asyncio.Future[Session]] = {}
+        self._opening: dict[str, asyncio.Task[Session]] = {}
         # Sessions being closed, with a future done once the catalog has their last head:
         # until then they are described from memory and not opened again.
         self._closing: dict[str, tuple[Session, asyncio.Future[None]]] = {}
@@ -143,20 +143,19 @@ class SessionRegistry(SessionCreation):
             session.last_used = time.monotonic()
             return session
         pending = self._opening.get(session_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        self._opening[session_id] = fut
-        try:
-            session = await self._open(session_id)
-            fut.set_result(session)
-            return session
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: the caller gets it directly
-            raise
-        finally:
+        if pending is None:
+            # Its own task: a requester that goes away (its connection closed, which
+            # cancels its tasks) must not cancel the opening the others wait for too.
+            pending = self._opening[session_id] = asyncio.create_task(
+                self._open(session_id), name=f"open {session_id}")
+            pending.add_done_callback(partial(self._opened_or_not, session_id))
+        return await asyncio.shield(pending)
+
+    def _opened_or_not(self, session_id: str, task: asyncio.Task[Session]) -> None:
+        if self._opening.get(session_id) is task:
             del self._opening[session_id]
+        if not task.cancelled():
+            task.exception()  # mark retrieved: every waiter gets it through its shield
 
     async def _open(self, session_id: str) -> Session:
         closing = self._closing.get(session_id)
@@ -324,7 +323,16 @@ class SessionRegistry(SessionCreation):
             sub.sink.subscription_failed(session_id)
         for callback in self.on_stepped_down:
             callback(session_id)
-        self._tasks.spawn(self._drop(session, False, done), name=f"step down {session_id}")
+        self._tasks.spawn(self._stepped_down(session, done), name=f"step down {session_id}")
+
+    async def _stepped_down(self, session: Session, done: asyncio.Future[None]) -> None:
+        """Close a session another replica owns now: its queued writes fail with -32029
+        (their clients retry, and reach the new owner)."""
+        try:
+            await session.close(refuse=Fenced(session.id))
+        finally:
+            del self._closing[session.id]
+            done.set_result(None)
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -460,7 +468,7 @@ class SessionRegistry(SessionCreation):
             self._janitor.cancel()
         opening = list(self._opening.values())
         if opening:
-            await asyncio.wait([asyncio.ensure_future(f) for f in opening])
+            await asyncio.wait(opening)
         if self._persisting is not None:
             await self._persisting
         await self._tasks.wait()

@@ -264,6 +264,7 @@ class Session:
         self.last_used = time.monotonic()
         self.catalog_stale = False
         self.closed = False
+        self._refusal: ProtocolError | None = None  # why writes fail once closed
         self.agent_active = False  # an agent process or turn keeps the session open
         self._queue: deque[PendingEvent] = deque()
         self._wake = asyncio.Event()
@@ -290,7 +291,8 @@ class Session:
         :meth:`agent_room`), so nothing it sends is lost.
         """
         if self.closed:
-            raise NotFound(f"session {self.id} does not exist", {"sessionId": self.id})
+            raise self._refusal or NotFound(f"session {self.id} does not exist",
+                                            {"sessionId": self.id})
         if bounded and len(self._queue) >= self.host.max_queue:
             self.host.metrics.overloaded += 1
             raise Overloaded(f"session {self.id} has too many events waiting; try again later")
@@ -414,18 +416,22 @@ class Session:
             self.host.changed(self)
             self.host.persist_soon()
 
-    async def close(self, *, deleted: bool = False) -> None:
-        """Stop the writer (committing what is queued, unless deleted) and close the file."""
+    async def close(self, *, deleted: bool = False,
+                    refuse: ProtocolError | None = None) -> None:
+        """Stop the writer (committing what is queued, unless deleted or ``refuse``: then
+        what is queued fails with that) and close the file."""
         if self.closed:
             return
         self.closed = True
         self._release_room()
         if deleted:
-            err = NotFound(f"session {self.id} was deleted", {"sessionId": self.id})
+            refuse = NotFound(f"session {self.id} was deleted", {"sessionId": self.id})
+        self._refusal = refuse
+        if refuse is not None:
             while self._queue:
                 fut = self._queue.popleft().future
                 if not fut.done():
-                    fut.set_exception(err)
+                    fut.set_exception(refuse)
         self._wake.set()
         with contextlib.suppress(Exception):
             await self._writer
